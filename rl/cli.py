@@ -1,0 +1,41 @@
+"""The `brevity` console script: one entry point that dispatches to the package that owns each job.
+
+Sub-commands import their module lazily, so `brevity eval` does not pay for TRL and `brevity merge` does not pay
+for the rollout engines. (The CLI is the one place that sees both `rl` and `eval`.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "eval": ("eval.run", "evaluate a model: accuracy and token cost (python -m eval.run)"),
+    "compare": ("eval.compare", "put several evaluation runs side by side"),
+    "demo": ("rl.demo", "the quickstart job on the offline SmolLM2"),
+    "train": ("rl.train", "train from an experiment YAML (python -m rl.train --config ...)"),
+    "merge": ("rl.merge", "update-selective merging of a tuned model into its base (DLER §4.6)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: brevity COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"brevity: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

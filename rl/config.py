@@ -1,0 +1,232 @@
+"""Experiment config: TRL's flat GRPOConfig fields plus typed `model`, `data`, `rollout`, `variant`, `rewards`.
+
+```yaml
+model: smollm2-135m-instruct
+data: {train: "rg:chain_sum", size: 256, seed: 0, template: boxed}
+rollout: {engine: transformers}
+variant: {name: grpo_lambda, lam: 0.2, alpha: 0.2}
+rewards:
+  - {name: correctness, weight: 1.0}
+learning_rate: 1.0e-6          # any GRPOConfig field, flat, so TRL's docs apply
+num_generations: 8
+```
+
+Every error names the file and the key, and is raised before any model is loaded: unknown keys (with the closest
+known name), wrong types, and combinations that cannot work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+SECTIONS = ("model", "data", "rollout", "variant", "rewards")
+
+
+class ConfigError(ValueError):
+    """A config problem, with the file and key it comes from."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(f"{source}: {key}: {message}")
+        self.source, self.key = source, key
+
+
+@dataclass
+class DataSpec:
+    train: str = "rg:chain_sum"
+    size: int | None = 256
+    seed: int = 0
+    template: str = "boxed"
+    columns: dict[str, str | None] | None = None
+
+
+@dataclass
+class RolloutSpec:
+    engine: Literal["transformers", "vllm", "trl"] = "transformers"
+
+
+@dataclass
+class RewardSpec:
+    name: str
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentConfig:
+    source: str
+    model: str
+    data: DataSpec
+    rollout: RolloutSpec
+    variant_name: str
+    variant: Any  # the variant's own Spec dataclass (rl/variants/<name>.py)
+    rewards: list[RewardSpec]
+    grpo: Any  # trl.GRPOConfig
+    grpo_keys_set: frozenset[str] = frozenset()  # GRPOConfig keys the YAML set explicitly
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """A small runtime check of YAML values against dataclass annotations (the types YAML can produce)."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return isinstance(value, (list, tuple)) and (not args or all(_type_ok(v, args[0]) for v in value))
+    if origin is dict:
+        args = typing.get_args(annotation)
+        return isinstance(value, dict) and (not args or all(_type_ok(v, args[1]) for v in value.values()))
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
+
+
+def build_dataclass(cls: type, values: Mapping[str, Any], source: str, prefix: str) -> Any:
+    """`cls(**values)` with unknown keys and wrong types reported as `source: prefix.key: ...`."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(source, prefix.rstrip("."), f"expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(source, f"{prefix}{key}", f"unknown key{hint}")
+        if isinstance(value, float) and hints.get(key) is int and value.is_integer():
+            continue
+        if not _type_ok(value, hints.get(key, Any)):
+            raise ConfigError(
+                source, f"{prefix}{key}", f"expected {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
+            )
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(source, f"{prefix}{missing[0]}", "required key is missing")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(source, prefix.rstrip(".") or cls.__name__, str(e)) from None
+
+
+def _grpo_config(flat: dict[str, Any], source: str) -> Any:
+    from trl import GRPOConfig
+
+    fields = {f.name: f for f in dataclasses.fields(GRPOConfig) if f.init}
+    hints = typing.get_type_hints(GRPOConfig)
+    for key, value in flat.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, [*fields, *SECTIONS], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                source, key, f"unknown key (neither a brevity section {SECTIONS} nor a GRPOConfig field){hint}"
+            )
+        annotation = hints.get(key, Any)
+        if isinstance(value, int) and not isinstance(value, bool) and _type_ok(1.0, annotation):
+            continue  # YAML writes 1e-6 as a float but 1 as an int; TRL accepts ints for float fields
+        if not _type_ok(value, annotation) and not (isinstance(value, str) and _type_ok("x", annotation)):
+            raise ConfigError(source, key, f"expected {_type_name(annotation)}, got {value!r}")
+    flat.setdefault("output_dir", "runs/" + Path(source).stem)
+    flat.setdefault("report_to", "none")
+    try:
+        return GRPOConfig(**flat)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(source, "GRPOConfig", str(e)) from None
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Turn a YAML mapping into an ExperimentConfig; the variant's paper defaults fill GRPOConfig keys not set."""
+    from rl.variants import VARIANTS
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "<top level>", "expected a mapping of keys")
+    raw = dict(raw)
+    model = raw.pop("model", "smollm2-135m-instruct")
+    if not isinstance(model, str):
+        raise ConfigError(source, "model", f"expected a path, hub id or alias, got {model!r}")
+    data = build_dataclass(DataSpec, raw.pop("data", {}) or {}, source, "data.")
+    rollout = build_dataclass(RolloutSpec, raw.pop("rollout", {}) or {}, source, "rollout.")
+    variant_raw = dict(raw.pop("variant", {"name": "grpo"}) or {"name": "grpo"})
+    name = variant_raw.pop("name", None)
+    if name not in VARIANTS:
+        raise ConfigError(source, "variant.name", f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
+    variant_module = VARIANTS[name]
+    spec = build_dataclass(variant_module.Spec, variant_raw, source, "variant.")
+    rewards_raw = raw.pop("rewards", None)
+    if rewards_raw is None:
+        rewards = list(variant_module.default_rewards(spec))
+    else:
+        if not isinstance(rewards_raw, list) or not rewards_raw:
+            raise ConfigError(source, "rewards", "expected a non-empty list of {name, weight, params}")
+        rewards = [build_dataclass(RewardSpec, r, source, f"rewards[{i}].") for i, r in enumerate(rewards_raw)]
+    keys_set = frozenset(raw)
+    flat = {**variant_module.trl_defaults(spec), **raw}
+    grpo = _grpo_config(flat, source)
+    config = ExperimentConfig(source, model, data, rollout, name, spec, rewards, grpo, keys_set)
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Checks that need several sections at once; each names the keys involved."""
+    from rewards import REWARDS
+    from rl.variants import VARIANTS
+    from rollouts.templates import TEMPLATES
+
+    src, grpo = config.source, config.grpo
+    if config.data.template not in TEMPLATES:
+        raise ConfigError(
+            src, "data.template", f"unknown template {config.data.template!r}; one of {sorted(TEMPLATES)}"
+        )
+    for i, r in enumerate(config.rewards):
+        if r.name not in REWARDS and "." not in r.name:
+            raise ConfigError(
+                src, f"rewards[{i}].name", f"unknown reward {r.name!r}; one of {sorted(REWARDS)} or a dotted path"
+            )
+    names = {r.name for r in config.rewards}
+    if grpo.mask_truncated_completions and names & {"truncation", "soft_overlong"}:
+        raise ConfigError(
+            src,
+            "mask_truncated_completions",
+            "must be false with a truncation reward: masking truncated samples removes the penalty (methods.md §3.7)",
+        )
+    VARIANTS[config.variant_name].check(config)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "<yaml>", f"not valid YAML: {e}") from None
+    return parse_config(raw or {}, str(path))

@@ -1,0 +1,70 @@
+"""Curriculum token budgets, "Train Long, Think Short" (arXiv 2508.08940): a budget B(t) that decays over training,
+stated in the prompt and scored by a triangular length reward, plus correctness and format (methods.md §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rl.variants.base import Plan, Variant, reward
+
+
+@dataclass
+class Spec:
+    schedule: dict[str, Any] = field(
+        default_factory=lambda: {
+            "type": "stepwise_exponential",
+            "start": 256,
+            "end": 87,
+            "total_steps": 600,
+            "n_drops": 3,
+        }
+    )
+    correctness_weight: float = 0.6
+    length_weight: float = 0.3
+    format_weight: float = 0.1
+    shape: str = "triangular"  # or "band" (the paper's ablation)
+    cap_generation: bool = False  # also cap max_tokens at 2·B(t); the paper keeps a fixed cap (2·B_0)
+
+
+def _schedule(spec: Spec):
+    from rewards.schedules import make_schedule
+
+    return make_schedule(dict(spec.schedule))
+
+
+def _check(config) -> None:
+    from rl.config import ConfigError
+
+    spec = config.variant
+    try:
+        b0 = _schedule(spec)(0)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(config.source, "variant.schedule", str(e)) from None
+    if b0 > config.grpo.max_completion_length:
+        raise ConfigError(
+            config.source,
+            "variant.schedule",
+            f"the starting budget {b0} exceeds max_completion_length {config.grpo.max_completion_length}",
+        )
+    if spec.shape not in ("triangular", "band"):
+        raise ConfigError(config.source, "variant.shape", f"must be 'triangular' or 'band', got {spec.shape!r}")
+    if config.data.template != "budget":
+        raise ConfigError(
+            config.source, "data.template", "curriculum_budget states the budget in the prompt: use 'budget'"
+        )
+
+
+VARIANT = Variant(
+    name="curriculum_budget",
+    paper="arXiv 2508.08940",
+    Spec=Spec,
+    default_rewards=lambda s: [
+        reward("correctness", s.correctness_weight, answer_format="answer_tag"),
+        reward(f"budget_{s.shape}", s.length_weight, schedule=dict(s.schedule)),
+        reward("think_format", s.format_weight),
+    ],
+    trl_defaults=lambda s: {"scale_rewards": "group", "loss_type": "grpo", "beta": 0.04, "num_generations": 8},
+    plan=lambda s: Plan(budget_schedule=_schedule(s), strategy_kwargs={"cap_generation": s.cap_generation}),
+    check=_check,
+)

