@@ -72,7 +72,10 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]], *, baseline: str 
         cells += [_pct(s.get("truncation_rate")), _fmt(s.get("accuracy_per_1k_tokens"), ".3f")]
         if relative:
             delta = _num(s.get("accuracy_delta"))
-            cells += [_fmt(s.get("compression_ratio"), ".2f", "×"), MISSING if delta is None else f"{100 * delta:+.1f}"]
+            cells += [
+                _fmt(s.get("compression_ratio"), ".2f", "×"),
+                MISSING if delta is None else f"{100 * delta:+.1f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

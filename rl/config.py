@@ -155,6 +155,10 @@ def _grpo_config(flat: dict[str, Any], source: str) -> Any:
             raise ConfigError(source, key, f"expected {_type_name(annotation)}, got {value!r}")
     flat.setdefault("output_dir", "runs/" + Path(source).stem)
     flat.setdefault("report_to", "none")
+    if "bf16" not in flat:  # TRL defaults to bf16, which a CPU refuses: the same YAML runs on both
+        import torch
+
+        flat["bf16"] = torch.cuda.is_available()
     try:
         return GRPOConfig(**flat)
     except (TypeError, ValueError) as e:

@@ -50,6 +50,7 @@ class DynamicSampler:
         self.rounds_used = 0
         self.num_seen = 0  # groups generated so far, over all rounds
         self._kept: list[int] = []
+        self._dropped: list[int] = []
         self._last_round: list[int] = []
 
     @property
@@ -75,22 +76,27 @@ class DynamicSampler:
             if len(indices) != num_groups:
                 raise ValueError(f"{len(indices)} payload indices for {num_groups} groups")
         keep = ~zero_variance_groups(batch_rewards, self.atol)
-        self._kept.extend(i for i, k in zip(indices, keep.tolist()) if k)
+        for i, k in zip(indices, keep.tolist()):
+            (self._kept if k else self._dropped).append(i)
         self._last_round = indices
         self.rounds_used += 1
         self.num_seen += num_groups
         return keep
 
-    def kept_indices(self) -> list[int]:
+    def kept_indices(self, *, fill: bool = False) -> list[int]:
         """The groups to train on, in generation order.
 
         Exactly `target_groups` when reached (the earliest kept, as DLER's `batch[:train_batch_size]`); when the
         round cap stops first, every kept group (fewer). If no group was kept at all, the last round's groups
         (up to `target_groups`) are returned instead, zero-variance or not, so training never gets an empty batch:
         their GRPO advantages are 0, so the step is then a no-op for the policy loss apart from KL.
+        `fill=True` instead tops a short batch up with dropped groups (earliest first) to keep a fixed batch shape;
+        exclude those from DLER's batch statistics (`group_center_batch_whiten(..., valid=...)`).
         """
         if self.rounds_used == 0:
             raise RuntimeError("DynamicSampler.kept_indices() before any add()")
+        if fill:
+            return (self._kept + self._dropped)[: self.target_groups]
         if not self._kept:
             return self._last_round[: self.target_groups]
         return self._kept[: self.target_groups]
@@ -104,6 +110,7 @@ class DynamicSampler:
             "rounds_used": self.rounds_used,
             "num_seen": self.num_seen,
             "kept": list(self._kept),
+            "dropped": list(self._dropped),
             "last_round": list(self._last_round),
         }
 
@@ -115,4 +122,5 @@ class DynamicSampler:
         self.rounds_used = int(state["rounds_used"])
         self.num_seen = int(state["num_seen"])
         self._kept = [int(i) for i in state["kept"]]
+        self._dropped = [int(i) for i in state.get("dropped", [])]
         self._last_round = [int(i) for i in state["last_round"]]

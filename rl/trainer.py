@@ -235,7 +235,10 @@ class BrevityTrainer(GRPOTrainer):
         mode = "train"
         self._metrics[mode]["brevity/resample_rounds"].append(float(rounds))
         self._metrics[mode]["brevity/zero_variance_groups_filled"].append(float(max(0, len(chosen) - len(kept))))
-        return _select_groups(pool, chosen, G, self.pad_token_id)
+        batch = _select_groups(pool, chosen, G, self.processing_class.pad_token_id)
+        local_items = batch["num_items_in_batch"].reshape(1).to(batch["advantages"].device)
+        batch["num_items_in_batch"] = gather(local_items).sum() if self.accelerator.num_processes > 1 else local_items[0]
+        return batch
 
     def _refill_inputs(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         dataset, G = self.train_dataset, self.num_generations

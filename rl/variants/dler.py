@@ -18,6 +18,7 @@ class Spec:
     difficulty_aware: bool = False
     tier_threshold: float = 0.5
     easy_cap: int = 2000
+    require_think_close: bool = True  # DeepScaleR grading: no </think> is a format error; False for non-thinking models
     answer_format: str = "boxed"
 
 
@@ -74,6 +75,7 @@ VARIANT = Variant(
             "truncation",
             target_length=s.target_length,
             stop_properly_scale=s.stop_properly_scale,
+            require_think_close=s.require_think_close,
             answer_format=s.answer_format,
         )
     ],

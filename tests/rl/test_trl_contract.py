@@ -1,0 +1,69 @@
+"""Fails loudly when a TRL upgrade moves what rl/trainer.py relies on (names, parameters, output keys)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+import trl
+from trl import GRPOConfig, GRPOTrainer
+
+PRIVATE_METHODS = {
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+    "_generate_and_score_completions": ["self", "inputs"],
+    "_get_per_token_logps_and_entropies": ["self", "model", "input_ids", "attention_mask", "logits_to_keep"],
+    "_save_checkpoint": ["self", "model", "trial"],
+    "_load_rng_state": ["self", "checkpoint"],
+}
+
+
+def test_trl_is_the_pinned_version() -> None:
+    assert trl.__version__ == "1.16.0", "rl/trainer.py is written against TRL 1.16.0: re-check its seams"
+
+
+@pytest.mark.parametrize("name, params", PRIVATE_METHODS.items())
+def test_private_method_signatures(name: str, params: list[str]) -> None:
+    method = getattr(GRPOTrainer, name)
+    actual = list(inspect.signature(method).parameters)
+    assert actual[: len(params)] == params, f"GRPOTrainer.{name} changed: {actual}"
+
+
+def test_entropy_flag_and_rollout_func() -> None:
+    assert "compute_entropy" in inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
+    assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
+
+
+def test_generate_and_score_output_keys_and_env_mask() -> None:
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch"):
+        assert f'"{key}"' in source, key
+    assert 'output["tool_mask"]' in source
+    generate = inspect.getsource(GRPOTrainer._generate)
+    assert 'extra_fields.pop("env_mask", None)' in generate, "env_mask from rollout_func is how inducers are masked"
+    loss = inspect.getsource(GRPOTrainer._compute_loss)
+    assert re.search(r'completion_mask \* inputs\["tool_mask"\]', loss), "tool_mask must still scale the loss mask"
+
+
+def test_calculate_rewards_returns_gathered_rewards() -> None:
+    source = inspect.getsource(GRPOTrainer._calculate_rewards)
+    assert "rewards_per_func = gather(rewards_per_func)" in source
+    assert 'reward_kwargs["trainer_state"] = self.state' in source
+
+
+def test_config_fields_used() -> None:
+    fields = GRPOConfig.__dataclass_fields__
+    for name in (
+        "scale_rewards",
+        "loss_type",
+        "epsilon_high",
+        "delta",
+        "mask_truncated_completions",
+        "beta",
+        "num_generations",
+        "max_completion_length",
+        "reward_weights",
+        "steps_per_generation",
+        "top_k",
+    ):
+        assert name in fields, name

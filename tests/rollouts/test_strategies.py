@@ -1,0 +1,111 @@
+"""Every strategy on the REAL transformers engine with the tiny random model (greedy or seeded), not only the fake."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import pytest
+import torch
+
+from rollouts.strategies import SegmentStrategy, SerialExitStrategy, StandardStrategy
+from rollouts.types import Completion, Engine, Request, SamplingParams
+from tests.rollouts.test_serial_exits import check_group
+
+hf_engine = pytest.importorskip("rollouts.hf_engine")
+
+
+class Counting:
+    """Wraps an engine and records each `generate` call's requests."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.eos_token_ids = engine.eos_token_ids
+        self.max_model_len = engine.max_model_len
+        self.calls: list[list[Request]] = []
+
+    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        self.calls.append(list(requests))
+        return self.engine.generate(requests)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        self.engine.load_weights(weights)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_path: str, tokenizer) -> Engine:
+    torch.manual_seed(0)
+    return hf_engine.HFEngine(tiny_model_path, tokenizer=tokenizer, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer) -> list[list[int]]:
+    return [tokenizer.encode(text) for text in ("What is 2 + 3?", "Name a prime number larger than ten.")]
+
+
+def test_standard_on_hf_engine(engine: Engine, prompts: list[list[int]]) -> None:
+    params = SamplingParams(temperature=1.0, seed=0, max_tokens=8, logprobs=True)
+    samples = StandardStrategy(engine, params, num_generations=2).generate(prompts, max_tokens=[3, 6])
+    assert [s.prompt_index for s in samples] == [0, 0, 1, 1]
+    for s in samples:
+        assert 1 <= len(s.completion_ids) <= (3, 6)[s.prompt_index]
+        assert s.logprobs is not None and len(s.logprobs) == len(s.completion_ids)
+        assert all(math.isfinite(x) and x <= 0 for x in s.logprobs)
+
+
+def test_serial_exits_on_hf_engine(engine: Engine, tokenizer, prompts: list[list[int]]) -> None:
+    counting = Counting(engine)
+    params = SamplingParams(temperature=0.0, max_tokens=16, logprobs=True)
+    strategy = SerialExitStrategy(counting, tokenizer, params, num_exits=4, answer_max_tokens=5, seed=0)
+    samples = strategy.generate(prompts)
+    assert len(counting.calls) == 2 and len(counting.calls[1]) == 8  # all exits of both prompts in one call
+    assert strategy.group_sizes == [5, 5]
+    inducer = tokenizer.encode("Time is limited, stop thinking and start answering.\n</think>\n\n")
+    assert strategy.inducer_ids == inducer
+    for i in range(2):
+        group = samples[5 * i : 5 * i + 5]
+        full = group[-1]
+        n = strategy.thinking_length(Completion(full.completion_ids, full.finish_reason))
+        check_group(group, inducer, m=4, n=n)
+        assert len({s.extras["exit_position"] for s in group[:-1]}) == 4
+        for s in group[:-1]:
+            answer = s.completion_ids[s.extras["exit_position"] + len(inducer) :]
+            assert 1 <= len(answer) <= 5
+    # the continuation is what the engine produces from that prefix on its own (greedy)
+    exit0 = samples[0]
+    prefix = exit0.completion_ids[: exit0.extras["exit_position"] + len(inducer)]
+    [[alone]] = engine.generate([Request(prompts[0], SamplingParams(temperature=0.0, max_tokens=5), prefix)])
+    assert exit0.completion_ids[len(prefix) :] == alone.token_ids
+
+
+def test_segments_on_hf_engine(engine: Engine, prompts: list[list[int]]) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=999, logprobs=True)
+
+    def make() -> SegmentStrategy:
+        return SegmentStrategy(engine, params, num_generations=2, segment_length=4, max_total_tokens=10)
+
+    strategy = make()
+    assert strategy.generate(prompts) == [] and strategy.pending == 4
+    state = strategy.state_dict()
+    released = []
+    for _ in range(2):
+        released += strategy.generate([])
+    assert strategy.pending == 0 and len(released) == 4
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.generate([]) + resumed.generate([]) == released
+
+    direct = engine.generate([Request(p, SamplingParams(n=2, temperature=0.0, max_tokens=10)) for p in prompts])
+    for s in released:
+        if s.finish_reason == "length":  # the random model rarely hits EOS; if it does, the sample is shorter
+            assert len(s.completion_ids) == 10
+            assert s.extras["segment_ids"] == [0] * 4 + [1] * 4 + [2] * 2 and s.extras["staleness"] == 2
+        assert s.completion_ids == direct[s.prompt_index][0].token_ids  # segmented == uninterrupted greedy
+        assert s.logprobs is not None and len(s.logprobs) == len(s.completion_ids)
