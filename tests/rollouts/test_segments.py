@@ -113,3 +113,13 @@ def test_no_logprobs_and_state_name_check() -> None:
     assert sample.logprobs is None and sample.extras["segments"] == 1
     with pytest.raises(ValueError, match="cannot be loaded"):
         strategy.load_state_dict({"name": "serial_exits"})
+
+
+def test_seeded_requests_get_distinct_derived_seeds() -> None:
+    """Resumed members of one group must not share a random stream (one seed + sample index 0 each)."""
+    engine = ScriptedEngine(SCRIPT)
+    strategy = SegmentStrategy(engine, SamplingParams(seed=7), 3, 4, 100)
+    strategy.generate([[3]])
+    strategy.generate([])
+    seeds = [r.params.seed for r in engine.calls[1]]
+    assert len(set(seeds)) == 2 and None not in seeds and 7 not in seeds

@@ -89,6 +89,9 @@ def test_unclosed_trace_counts_whole_completion_as_thinking() -> None:
     # a trace that stopped without closing: the final stop token is not thinking
     assert strategy.thinking_length(Completion([10, 11, 12, EOS], "stop")) == 3
     assert strategy.thinking_length(Completion([10, 11, 12], "length")) == 3
+    # per-prompt caps on the full trace (curriculum budgets)
+    samples = strategy.generate([[1], [2]], max_tokens=[5, 9])
+    assert [len(s.completion_ids) for s in samples if s.extras["is_full_trace"]] == [5, 9]
 
 
 @pytest.mark.parametrize(("short_trace", "size"), [("repeat", 9), ("shrink", 4)])
@@ -129,6 +132,13 @@ def test_seeded_and_state_round_trip() -> None:
     fresh = make(engine, seed=99)
     fresh.load_state_dict(state)
     assert fresh.generate([[1]]) == after
+
+
+def test_seeded_exits_get_distinct_seeds() -> None:
+    engine = ScriptedEngine(Script(lambda p, j: 20))
+    make(engine, params=SamplingParams(seed=7, logprobs=True)).generate([[1], [2]])
+    assert engine.calls[0][0].params.seed == 7  # the trace keeps the caller's seed
+    assert len({r.params.seed for r in engine.calls[1]}) == 8
 
 
 def test_inducer_validation() -> None:

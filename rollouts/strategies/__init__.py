@@ -1,0 +1,11 @@
+"""Rollout strategies: how prompts become training samples through an engine (design.md, rollouts/).
+
+`standard` (parallel GRPO groups, optional per-prompt token caps), `serial_exits` (S-GRPO), `segments` (UloRL).
+"""
+
+from rollouts.strategies.base import RolloutStrategy
+from rollouts.strategies.segments import SegmentStrategy
+from rollouts.strategies.serial_exits import DEFAULT_INDUCER, SerialExitStrategy
+from rollouts.strategies.standard import StandardStrategy
+
+__all__ = ["DEFAULT_INDUCER", "RolloutStrategy", "SegmentStrategy", "SerialExitStrategy", "StandardStrategy"]
