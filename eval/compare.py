@@ -53,6 +53,15 @@ def _config_diff(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """Command-line entry (`python -m eval.compare`, `brevity compare`): bad run dirs exit 2 with the message."""
+    try:
+        return main(argv)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0. Missing run dirs / summary.json raise FileNotFoundError naming them."""
     parser = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.splitlines()[0])
@@ -102,9 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = main()
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 2
-    raise SystemExit(code)
+    raise SystemExit(cli())

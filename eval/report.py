@@ -98,7 +98,11 @@ def plot_accuracy_vs_tokens(
         if _num(tokens) is None or _num(acc) is None:
             continue
         ax.scatter(tokens, 100 * acc)
-        ax.annotate(label, (tokens, 100 * acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        short = label if len(label) <= 32 else label[:29] + "..."
+        ax.annotate(short, (tokens, 100 * acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    # Both axes start at 0 so distances read as real savings, not as zoomed-in noise.
+    ax.set_xlim(left=0, right=max([t for _, t, _ in points if _num(t) is not None] or [1]) * 1.25)
+    ax.set_ylim(0, 100)
     ax.set_xlabel("mean output tokens")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import sys
 
+# name -> ("module:function" taking argv and returning an exit code, help)
 COMMANDS = {
-    "eval": ("eval.run", "evaluate a model: accuracy and token cost (python -m eval.run)"),
-    "compare": ("eval.compare", "put several evaluation runs side by side"),
-    "demo": ("rl.demo", "the quickstart job on the offline SmolLM2"),
-    "train": ("rl.train", "train from an experiment YAML (python -m rl.train --config ...)"),
-    "merge": ("rl.merge", "update-selective merging of a tuned model into its base (DLER §4.6)"),
+    "eval": ("eval.run:main", "evaluate a model: accuracy and token cost (python -m eval.run)"),
+    "compare": ("eval.compare:cli", "put several evaluation runs side by side"),
+    "demo": ("rl.demo:main", "the quickstart job on the offline SmolLM2"),
+    "train": ("rl.train:main", "train from an experiment YAML (python -m rl.train --config ...)"),
+    "merge": ("rl.merge:main", "update-selective merging of a tuned model into its base (DLER §4.6)"),
 }
 
 
@@ -26,15 +27,18 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"brevity: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module, _, function = COMMANDS[name][0].partition(":")
+    return int(getattr(importlib.import_module(module), function)(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ accuracy and token statistics; the files land in `runs/demo/` (samples, summary.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from eval.run import EvalConfig, evaluate
+from eval.run import EvalConfig, evaluate, run_cli
 
 DEMO_TASK = "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=2"
 
@@ -40,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         label="smollm2-135m",
     )
-    summary = evaluate(config)
-    s = summary["benchmarks"][args.task]
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result: dict = {}
+    code = run_cli(lambda: result.update(evaluate(config)), args.out)
+    if code:
+        return code
+    s = result["benchmarks"][args.task]
     tok = s["tokens"]
     print(f"\n{args.model} on {s['num_problems']} problems of {args.task}")
     print(f"  accuracy       {100 * s['accuracy']:.1f}% ± {100 * s['accuracy_stderr']:.1f}")

@@ -16,7 +16,7 @@ def vllm_available() -> bool:
 
 
 def resolve_engine_name(name: str) -> str:
-    """"auto" picks vLLM on a CUDA machine where it is installed, transformers otherwise (design.md, Engines)."""
+    """ "auto" picks vLLM on a CUDA machine where it is installed, transformers otherwise (design.md, Engines)."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {list(ENGINES)}")
     if name != "auto":
@@ -30,13 +30,17 @@ def resolve_engine_name(name: str) -> str:
     return "vllm" if torch.cuda.is_available() and vllm_available() else "transformers"
 
 
-def make_engine(name: str, model_path: str, **kwargs: Any) -> Engine:
-    """Build an engine for an already resolved model path (see `rollouts.models.resolve_model`)."""
+def make_engine(name: str, model_path: str, *, seed: int | None = None, **kwargs: Any) -> Engine:
+    """Build an engine for an already resolved model path (see `rollouts.models.resolve_model`).
+
+    `seed` seeds the vLLM engine (per-request seeds crash long vLLM batches on CPU); the transformers engine draws
+    from per-request seeds only, so it ignores it.
+    """
     name = resolve_engine_name(name)
     if name == "vllm":
         from rollouts.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model_path, **kwargs)
+        return VLLMEngine(model_path, **({"seed": seed} if seed is not None else {}), **kwargs)
     from rollouts.hf_engine import HFEngine
 
     return HFEngine(model_path, **kwargs)

@@ -11,6 +11,7 @@ eos, so eos and pad are set to `<|im_end|>`.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -75,17 +76,21 @@ def gguf_path(alias: str) -> Path:
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     """Return a path or hub id that `from_pretrained` accepts.
 
-    An alias or a local `.gguf` file is converted once into a cached HF folder; a local folder is returned as is;
-    anything else is taken for a hub id (transformers reports it if it cannot be found).
+    An alias or a local `.gguf` file is converted once into a cached HF folder (an alias converted before needs
+    neither its package nor `$SMOLLM2_GGUF` again); a local folder is returned as is; `org/name` is taken for a hub
+    id, which `load_config` checks. Missing paths and unknown names raise here, naming them.
     """
     name = str(name_or_path)
     if name in ALIASES:
-        return str(_convert_once(gguf_path(name), ALIASES[name].eos_token, cache_dir() / "models" / name))
+        target = cache_dir() / "models" / name
+        if (target / _CONVERTED_MARKER).is_file():  # converted before: the package need not be installed any more
+            return str(target)
+        return str(_convert_once(gguf_path(name), ALIASES[name].eos_token, target))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
-        return str(_convert_once(path, None, cache_dir() / "models" / path.stem))
+        return str(_convert_once(path, None, _gguf_cache_folder(path)))
     if path.exists():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model folder {path} has no config.json")
@@ -96,6 +101,14 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
         known = ", ".join(sorted(ALIASES))
         raise ValueError(f"unknown model {name!r}: not a local path, a hub id (org/name) or an alias ({known})")
     return name
+
+
+def _gguf_cache_folder(path: Path) -> Path:
+    """Cache folder of a local GGUF file: keyed by its resolved path, size and mtime, so two `model.gguf` files in
+    different folders (or a file replaced in place) never share a conversion."""
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / "gguf" / f"{path.stem}-{key}"
 
 
 def _convert_once(gguf: Path, eos_token: str | None, target: Path) -> Path:
@@ -154,11 +167,26 @@ def _convert(gguf: Path, eos_token: str | None, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def load_config(name_or_path: str):  # noqa: ANN201 - a transformers PretrainedConfig
+    """The model's config; a model that cannot be found (no local folder, unknown or unreachable hub id) raises
+    FileNotFoundError naming it. Cheap, so callers check a model with it before any expensive work."""
+    from transformers import AutoConfig
+
+    path = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except OSError as e:
+        raise FileNotFoundError(f"model {str(name_or_path)!r} cannot be found or loaded: {e}") from None
+
+
 def load_tokenizer(name_or_path: str, *, padding_side: str = "left"):  # noqa: ANN201 - a transformers tokenizer
     """Tokenizer of a resolved model, with a pad token and the given padding side."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    except OSError as e:
+        raise FileNotFoundError(f"model {str(name_or_path)!r}: cannot load its tokenizer: {e}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side

@@ -1,0 +1,160 @@
+"""Per-sample records of an evaluation: built from engine output, kept in append-only JSONL files, re-graded by prefix.
+
+One record per (problem, sample index), with the keys of `RECORD_KEYS`. `num_tokens` counts the completion's token
+ids as the engine returned them, the stop token included (as TRL's completion mask does); `completion` is the text
+decoded without special tokens, so re-tokenising it gives `num_tokens - 1` tokens for a sample that stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rewards.grading import grade
+from rollouts.data import FILE_SUFFIXES, Problem
+from rollouts.types import Completion
+
+logger = logging.getLogger("brevity.eval")
+
+RECORD_KEYS = (
+    "benchmark",
+    "problem_id",
+    "sample_index",
+    "completion",
+    "num_tokens",
+    "num_think_tokens",
+    "answer",
+    "reference",
+    "correct",
+    "finish_reason",
+)
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def slug(benchmark: str) -> str:
+    """A file-name-safe name of a benchmark spec: `rg:chain_sum?max_terms=2` -> `rg_chain_sum_max_terms_2`, a local
+    file `data/test.jsonl` -> `test`."""
+    name = Path(benchmark).stem if benchmark.lower().endswith(FILE_SUFFIXES) else benchmark
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """Finished samples of a JSONL file; a torn last line (crash mid-write) is dropped, and the file is trimmed."""
+    if not path.is_file():
+        return []
+    records, good_bytes = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline: the write was cut short")
+                records.append(json.loads(line))
+            except ValueError:  # JSONDecodeError is a ValueError
+                break
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        logger.warning("%s: dropping a partially written last line", path)
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return records
+
+
+def append_samples(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append records in one write, flushed to disk: a crash loses at most the batch being generated."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def opens_think(tokenizer: Any, prompt_ids: Sequence[int]) -> bool:
+    """Whether a prompt ends inside a think block (chat templates of R1-distill / Qwen3 put `<think>` there)."""
+    tail = tokenizer.decode(list(prompt_ids[-16:]))
+    return tail.rfind(THINK_OPEN) > tail.rfind(THINK_CLOSE)
+
+
+def think_token_count(
+    ids: Sequence[int], text: str, decode: Callable[[Sequence[int]], str], opened: bool = False
+) -> int | None:
+    """Tokens of the thinking span: up to and including the last `</think>`; all tokens if a think block opens (in
+    the text, or in the prompt: `opened`) and never closes; None without think tags.
+
+    Found on the text, then mapped back to tokens by bisection on decoded prefixes: a tag the tokenizer splits into
+    several pieces, merged with the text before it ("step.</" + "think" + ">"), is still found.
+    """
+    end = text.rfind(THINK_CLOSE)
+    if end < 0:
+        return len(ids) if opened or THINK_OPEN in text else None
+    end += len(THINK_CLOSE)
+    lo, hi = 1, len(ids)  # the smallest n whose decoded prefix reaches past the tag
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(decode(ids[:mid])) >= end:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def make_record(
+    benchmark: str,
+    problem: Problem,
+    index: int,
+    completion: Completion,
+    tokenizer: Any,
+    answer_format: str,
+    think_open: bool = False,
+) -> dict[str, Any]:
+    """The graded record of one sample; `think_open`: its prompt ended inside a think block."""
+
+    def decode(ids: Sequence[int]) -> str:
+        return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    text = decode(completion.token_ids)
+    g = grade(text, problem.answer or "", answer_format=answer_format)
+    return {
+        "benchmark": benchmark,
+        "problem_id": problem.id,
+        "sample_index": index,
+        "completion": text,
+        "num_tokens": len(completion.token_ids),
+        "num_think_tokens": think_token_count(completion.token_ids, text, decode, think_open),
+        "answer": g.answer,
+        "reference": problem.answer,
+        "correct": g.correct,
+        "finish_reason": completion.finish_reason,
+    }
+
+
+def regrade_prefixes(records: Iterable[dict[str, Any]], cutoffs: Sequence[int], tokenizer: Any, answer_format: str):
+    """Add `cutoff_correct` ({str(C): bool}) to each record: the grade of its first C tokens, i.e. the answer a hard
+    stop at C tokens would leave. A cutoff at or past the sample's length keeps its own grade. The prefix comes from
+    re-tokenising the completion text (no model needed), which may split a few tokens differently than the sampler.
+    """
+    for record in records:
+        graded = dict(record.get("cutoff_correct") or {})
+        ids: list[int] | None = None
+        for cutoff in cutoffs:
+            if str(cutoff) in graded:
+                continue
+            if cutoff >= int(record["num_tokens"]):
+                graded[str(cutoff)] = bool(record["correct"])
+                continue
+            if ids is None:
+                ids = tokenizer.encode(record["completion"], add_special_tokens=False)
+            prefix = tokenizer.decode(ids[:cutoff], skip_special_tokens=True)
+            graded[str(cutoff)] = grade(prefix, record["reference"] or "", answer_format=answer_format).correct
+        record["cutoff_correct"] = graded
