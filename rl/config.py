@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -41,11 +43,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataSpec:
-    train: str = "rg:chain_sum"
-    size: int | None = 256
+    train: str = "rg:chain_sum"  # a `rollouts.data.load_problems` spec: rg:<task>, hf:<owner>/<name>, file, benchmark
+    size: int | None = 256  # None: every row
     seed: int = 0
     template: str = "boxed"
     columns: dict[str, str | None] | None = None
+    split: str | None = None  # hub datasets and benchmarks (e.g. gsm8k@hub, split train); None: the source's default
 
 
 @dataclass
@@ -136,8 +139,9 @@ def build_dataclass(cls: type, values: Mapping[str, Any], source: str, prefix: s
         raise ConfigError(source, prefix.rstrip(".") or cls.__name__, str(e)) from None
 
 
-def _grpo_config(flat: dict[str, Any], source: str) -> Any:
-    from trl import GRPOConfig
+def _grpo_config(flat: dict[str, Any], source: str, set_keys: frozenset[str] = frozenset()) -> Any:
+    """GRPOConfig from the flat keys (paper defaults merged in); `set_keys` are the ones the YAML wrote."""
+    from trl.trainer.grpo_config import GRPOConfig
 
     fields = {f.name: f for f in dataclasses.fields(GRPOConfig) if f.init}
     hints = typing.get_type_hints(GRPOConfig)
@@ -155,14 +159,28 @@ def _grpo_config(flat: dict[str, Any], source: str) -> Any:
             raise ConfigError(source, key, f"expected {_type_name(annotation)}, got {value!r}")
     flat.setdefault("output_dir", "runs/" + Path(source).stem)
     flat.setdefault("report_to", "none")
-    if "bf16" not in flat:  # TRL defaults to bf16, which a CPU refuses: the same YAML runs on both
-        import torch
+    import torch
 
+    if "bf16" not in flat:  # TRL defaults to bf16, which a CPU refuses: the same YAML runs on both
         flat["bf16"] = torch.cuda.is_available()
+    if "use_cpu" not in flat and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # several processes on a CPU machine (experiments/accelerate/cpu_2proc.yaml): accelerate only picks its
+        # MULTI_CPU (gloo) mode when told it is on a CPU; otherwise each process would train alone
+        flat["use_cpu"] = True
     try:
         return GRPOConfig(**flat)
     except (TypeError, ValueError) as e:
-        raise ConfigError(source, "GRPOConfig", str(e)) from None
+        raise ConfigError(source, _keys_named(str(e), fields, set_keys), str(e)) from None
+
+
+def _keys_named(message: str, fields: Mapping[str, Any], set_keys: frozenset[str]) -> str:
+    """The GRPOConfig keys a TRL error message talks about, as the user would fix them (else "GRPOConfig")."""
+    named = [k for k in fields if re.search(rf"\b{re.escape(k)}\b", message)]
+    if "generation_batch_size" in named and "generation_batch_size" not in set_keys:
+        # TRL derives it from per_device_train_batch_size × processes × steps_per_generation
+        named = [k for k in named if k != "generation_batch_size"]
+        named = ["per_device_train_batch_size", *(k for k in ("steps_per_generation",) if k in set_keys), *named]
+    return ", ".join(dict.fromkeys(named)) or "GRPOConfig"
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> ExperimentConfig:
@@ -175,12 +193,18 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Experiment
     model = raw.pop("model", "smollm2-135m-instruct")
     if not isinstance(model, str):
         raise ConfigError(source, "model", f"expected a path, hub id or alias, got {model!r}")
+    _check_model(model, source)
     data = build_dataclass(DataSpec, raw.pop("data", {}) or {}, source, "data.")
     rollout = build_dataclass(RolloutSpec, raw.pop("rollout", {}) or {}, source, "rollout.")
-    variant_raw = dict(raw.pop("variant", {"name": "grpo"}) or {"name": "grpo"})
+    variant_raw = raw.pop("variant", None) or {"name": "grpo"}
+    if isinstance(variant_raw, str):  # `variant: dler` = the paper's settings
+        variant_raw = {"name": variant_raw}
+    if not isinstance(variant_raw, Mapping):
+        raise ConfigError(source, "variant", f"expected a variant name or a mapping with `name`, got {variant_raw!r}")
+    variant_raw = dict(variant_raw)
     name = variant_raw.pop("name", None)
     if name not in VARIANTS:
-        raise ConfigError(source, "variant.name", f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
+        raise ConfigError(source, "variant.name", f"unknown variant {name!r}{_suggest(name, VARIANTS)}")
     variant_module = VARIANTS[name]
     spec = build_dataclass(variant_module.Spec, variant_raw, source, "variant.")
     rewards_raw = raw.pop("rewards", None)
@@ -189,10 +213,22 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Experiment
     else:
         if not isinstance(rewards_raw, list) or not rewards_raw:
             raise ConfigError(source, "rewards", "expected a non-empty list of {name, weight, params}")
-        rewards = [build_dataclass(RewardSpec, r, source, f"rewards[{i}].") for i, r in enumerate(rewards_raw)]
+        rewards = [
+            build_dataclass(RewardSpec, {"name": r} if isinstance(r, str) else r, source, f"rewards[{i}].")
+            for i, r in enumerate(rewards_raw)
+        ]
     keys_set = frozenset(raw)
     flat = {**variant_module.trl_defaults(spec), **raw}
-    grpo = _grpo_config(flat, source)
+    g = flat.get("num_generations", 8)
+    if isinstance(g, int) and not isinstance(g, bool) and g < 2:
+        key = "num_generations" if "num_generations" in raw else f"num_generations (variant {name}'s default)"
+        raise ConfigError(
+            source,
+            key,
+            f"must be >= 2, got {g}: a group of 1 has no variance, so GRPO advantages (and dynamic "
+            "sampling, which drops zero-variance groups) have nothing to work with",
+        )
+    grpo = _grpo_config(flat, source, keys_set)
     config = ExperimentConfig(source, model, data, rollout, name, spec, rewards, grpo, keys_set)
     validate(config)
     return config
@@ -202,17 +238,23 @@ def validate(config: ExperimentConfig) -> None:
     """Checks that need several sections at once; each names the keys involved."""
     from rewards import REWARDS
     from rl.variants import VARIANTS
+    from rollouts.data import FILE_SUFFIXES
     from rollouts.templates import TEMPLATES
 
     src, grpo = config.source, config.grpo
     if config.data.template not in TEMPLATES:
         raise ConfigError(
-            src, "data.template", f"unknown template {config.data.template!r}; one of {sorted(TEMPLATES)}"
+            src,
+            "data.template",
+            f"unknown template {config.data.template!r}{_suggest(config.data.template, TEMPLATES)}",
         )
+    train = config.data.train
+    if config.data.split is not None and (train.startswith("rg:") or train.lower().endswith(FILE_SUFFIXES)):
+        raise ConfigError(src, "data.split", f"reasoning-gym tasks and files have no splits ({train!r})")
     for i, r in enumerate(config.rewards):
         if r.name not in REWARDS and "." not in r.name:
             raise ConfigError(
-                src, f"rewards[{i}].name", f"unknown reward {r.name!r}; one of {sorted(REWARDS)} or a dotted path"
+                src, f"rewards[{i}].name", f"unknown reward {r.name!r}{_suggest(r.name, REWARDS)} (or a dotted path)"
             )
     names = {r.name for r in config.rewards}
     if grpo.mask_truncated_completions and names & {"truncation", "soft_overlong"}:
@@ -221,7 +263,66 @@ def validate(config: ExperimentConfig) -> None:
             "mask_truncated_completions",
             "must be false with a truncation reward: masking truncated samples removes the penalty (methods.md §3.7)",
         )
-    VARIANTS[config.variant_name].check(config)
+    if grpo.use_vllm and config.rollout.engine != "trl":
+        raise ConfigError(
+            src, "use_vllm", "brevity's rollouts replace TRL's generation: use `rollout: {engine: vllm}` instead"
+        )
+    if grpo.eval_strategy != "no":
+        raise ConfigError(
+            src,
+            "eval_strategy",
+            "brevity train passes no eval dataset (evaluate checkpoints with `python -m eval.run`)",
+        )
+    variant = VARIANTS[config.variant_name]
+    variant.check(config)
+    try:
+        plan = variant.plan(config.variant)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(src, "variant", str(e)) from None
+    reward_names = [r.name.replace(":", ".").rsplit(".", 1)[-1] for r in config.rewards]  # TRL's names for them
+    if plan.group_transform is not None and plan.transform_column not in reward_names:
+        raise ConfigError(
+            src,
+            "rewards",
+            f"variant {config.variant_name!r} rewrites the {plan.transform_column!r} reward on the gathered batch, "
+            f"but the rewards are {reward_names}",
+        )
+    if TEMPLATES[config.data.template].has_budget_slot and plan.budget_schedule is None:
+        raise ConfigError(
+            src,
+            "data.template",
+            f"{config.data.template!r} states a per-step token budget, which only a budget schedule "
+            f"(curriculum_budget) fills in; variant {config.variant_name!r} would show the raw slot",
+        )
+    rows = grpo.per_device_train_batch_size * grpo.steps_per_generation  # one process's generation batch
+    if plan.dynamic_sampling and rows % grpo.num_generations:
+        raise ConfigError(
+            src,
+            "per_device_train_batch_size",
+            f"variant {config.variant_name!r} uses dynamic sampling, which keeps or drops whole groups on each "
+            f"process: per_device_train_batch_size × steps_per_generation = {rows} must be a multiple of "
+            f"num_generations = {grpo.num_generations} (or set variant.dynamic_sampling: false)",
+        )
+
+
+def _check_model(model: str, source: str) -> None:
+    """The shapes `rollouts.models.resolve_model` accepts, checked without touching the model: an alias, an existing
+    path, or a hub id `org/name`."""
+    from rollouts.models import ALIASES
+
+    if model in ALIASES or Path(model).expanduser().exists():
+        return
+    if model.startswith((".", "/", "~")) or model.endswith(".gguf"):
+        raise ConfigError(source, "model", f"no such file or folder: {model}")
+    if model.count("/") != 1:
+        raise ConfigError(
+            source, "model", f"{model!r} is not a path, a hub id (org/name) or an alias{_suggest(model, ALIASES)}"
+        )
+
+
+def _suggest(name: Any, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; choose one of {sorted(known)}"
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

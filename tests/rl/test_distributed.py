@@ -1,0 +1,167 @@
+"""A 2-process run (accelerate + gloo on CPU) computes the same group rewards and advantages as a 1-process run.
+
+design.md: group-level logic runs after the cross-process gather, so splitting a group across processes must not
+change the numbers. Both runs train the tiny model through `rl.train.build_trainer` with a scripted engine and reward
+(tests/rl/scripted_run.py), so they see the same samples; 1 process × 12 rows and 2 processes × 6 rows give the same
+global batch of 3 groups of 4, with the middle group split across the two processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ACCELERATE_CPU = REPO / "experiments" / "accelerate" / "cpu_2proc.yaml"
+SCRIPTED_REWARD = [{"name": "tests.rl.scripted_run:correctness"}]
+G = 4
+
+# name -> (variant section, rows per generation batch in 1 process). 12 rows split 6 + 6 puts a group on both ranks.
+CASES: dict[str, tuple[dict[str, Any], int]] = {
+    "grpo_lambda": ({"name": "grpo_lambda", "lam": 0.34}, 12),  # top ceil(0.34·3) = 2 of 3 groups get the penalty
+    "s_grpo": ({"name": "s_grpo", "num_exits": 3, "answer_max_tokens": 4}, 12),  # serial decay per group
+    "dler": ({"name": "dler", "target_length": 16, "dynamic_sampling": False}, 12),  # batch whitening only
+    # dynamic sampling needs whole groups per process: 16 rows = 4 groups, 2 per process
+    "dler_dynamic": ({"name": "dler", "target_length": 16, "max_resample_rounds": 2}, 16),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _experiment(model: str, variant: dict[str, Any], rows: int, output_dir: Path) -> dict[str, Any]:
+    return {
+        "model": model,
+        "data": {"train": "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=2", "size": 32},
+        "variant": variant,
+        "rewards": SCRIPTED_REWARD,
+        "num_generations": G,
+        "per_device_train_batch_size": rows,
+        "max_completion_length": 16,
+        "max_steps": 2,
+        "learning_rate": 1.0e-4,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 0,
+        "bf16": False,
+        "disable_tqdm": True,
+        "output_dir": str(output_dir),
+    }
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
+        OMP_NUM_THREADS="1",  # two cores, three processes
+        TOKENIZERS_PARALLELISM="false",
+        ACCELERATE_USE_CPU="1",  # gloo on CPU even where a GPU exists
+        HF_HUB_OFFLINE="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Launch the 1-process and the 2-process run side by side; {processes: folder of per-rank JSON logs}."""
+    root = tmp_path_factory.mktemp("distributed")
+    commands: dict[int, list[str]] = {}
+    for world in (1, 2):
+        configs = []
+        for name, (variant, rows) in CASES.items():
+            path = root / f"w{world}" / f"{name}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = root / f"w{world}" / "runs" / name
+            path.write_text(yaml.safe_dump(_experiment(tiny_model_path, variant, rows // world, out)))
+            configs += ["--config", str(path)]
+        driver = ["-m", "tests.rl.scripted_run", "--out", str(root / f"logs{world}"), *configs]
+        if world == 1:
+            commands[world] = [sys.executable, *driver]
+        else:
+            accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CPU)]
+            commands[world] = [*accelerate, "--main_process_port", str(_free_port()), *driver]
+    procs = {
+        w: subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for w, cmd in commands.items()
+    }
+    for world, proc in procs.items():
+        output, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{world}-process run failed:\n{output[-6000:]}"
+    return {world: root / f"logs{world}" for world in (1, 2)}
+
+
+def _global_records(folder: Path, name: str) -> list[dict[str, Any]]:
+    """Per generation batch, the ranks' local slices concatenated in rank order (= TRL's global order)."""
+    logs = [json.loads(p.read_text()) for p in sorted((folder / name).glob("rank*.json"))]
+    assert [log["rank"] for log in logs] == list(range(logs[0]["world"])), "a rank wrote no log"
+    merged = []
+    for k in range(len(logs[0]["records"])):
+        records = [log["records"][k] for log in logs]
+        glob = {key: sum((r[key] for r in records), []) for key in ("prompt_ids", "completion_ids")}
+        for key in ("rewards", "advantages", "lengths", "valid"):
+            glob[key] = sum((r[key] or [] for r in records), [])
+        glob["gathered_rewards"] = [r["gathered_rewards"] for r in records]
+        glob["refill_rows"] = [r["refill_rows"] for r in records]
+        glob["global_step"] = {r["global_step"] for r in records}
+        merged.append(glob)
+    return merged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["grpo_lambda", "s_grpo", "dler"])
+def test_two_processes_match_one(runs: dict[int, Path], name: str) -> None:
+    one, two = _global_records(runs[1], name), _global_records(runs[2], name)
+    assert len(one) == len(two) == 2, "expected one generation batch per step, 2 steps"
+    for step, (a, b) in enumerate(zip(one, two)):
+        assert a["global_step"] == b["global_step"] == {step}
+        # the same samples in the same global order: the precondition of the comparison
+        assert a["prompt_ids"] == b["prompt_ids"] and a["completion_ids"] == b["completion_ids"], step
+        assert len(set(map(tuple, b["prompt_ids"][::G]))) == 3, "3 distinct groups per batch"
+        assert b["rewards"] == pytest.approx(a["rewards"], abs=1e-6), f"{name} step {step}: group rewards differ"
+        assert b["advantages"] == pytest.approx(a["advantages"], abs=1e-5), f"{name} step {step}: advantages differ"
+        # every process transformed the same gathered batch
+        for gathered in b["gathered_rewards"]:
+            assert gathered == pytest.approx(a["gathered_rewards"][0], abs=1e-6)
+    rewards = [r for rec in one for r in rec["rewards"]]
+    if name == "grpo_lambda":  # the length penalty reached some groups
+        assert any(0.0 < r < 1.0 for r in rewards)
+    if name == "s_grpo":  # decay past the first correct exit happened
+        assert 0.5 in rewards
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_refills_distinct_rows_and_whitens_the_gathered_batch(runs: dict[int, Path]) -> None:
+    """Dynamic sampling keeps whole groups per process, so the kept set may differ from 1 process; what must hold:
+    ranks refill from disjoint dataset rows (together the rows one process would draw), kept groups vary, and DLER's
+    whitening runs over the whole gathered batch (only kept groups in its statistics)."""
+    import torch
+
+    from rl.advantages import group_center_batch_whiten
+
+    one, two = _global_records(runs[1], "dler_dynamic"), _global_records(runs[2], "dler_dynamic")
+    # step 0 starts from the same refill order: its first round draws the same rows, split across the ranks
+    if one[0]["refill_rows"][0] and all(two[0]["refill_rows"]):
+        assert set(one[0]["refill_rows"][0][0]) == set().union(*(set(r[0]) for r in two[0]["refill_rows"]))
+    refilled = False
+    for b in two:
+        for k in range(max(map(len, b["refill_rows"]))):
+            rows = [set(rounds[k]) for rounds in b["refill_rows"] if k < len(rounds)]
+            assert not set.intersection(*rows), f"ranks refilled the same dataset rows in round {k}: {rows}"
+            refilled = True
+        rewards = torch.tensor(b["rewards"]).view(-1, G)
+        valid = torch.tensor(b["valid"]).view(-1, G)[:, 0]
+        assert bool((rewards[valid].std(dim=1) > 0).all()), "a kept group has zero reward variance"
+        expected = group_center_batch_whiten(rewards, torch.tensor(b["lengths"]).view(-1, G), valid=valid)
+        assert b["advantages"] == pytest.approx(expected.reshape(-1).tolist(), abs=1e-5)
+    assert refilled, "no refill round happened: the case does not exercise dynamic sampling"
