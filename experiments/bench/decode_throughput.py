@@ -21,13 +21,20 @@ Memory-bandwidth bound (printed as `bandwidth_formula`): each decode step reads 
 filled so far, so bytes/step ~= W + B * 2 * layers * kv_heads * head_dim * bytes * (mean_prompt + new_tokens / 2);
 ideal time = new_tokens * bytes/step / peak bandwidth; fraction = ideal time / measured wall time.
 
-GPU:  python experiments/bench/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --out bench.json
+Each mode gets one untimed warm-up call first (graph capture; for "compiled" the torch.compile, reported as
+`first_call_s`); dynamo is reset before each model so every model compiles as in a fresh process. `--check` first
+compares static and dynamic modes in float32 on the device. "continuous" (transformers' continuous batching) is not in
+the default modes: it ran at 1.7k tokens/s on SmolLM2 (H200), below the stock path, and takes minutes.
+
+GPU:  python experiments/bench/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --batch 256 \
+          --new-tokens 512 --modes stock dynamic static compiled --check --out bench.json   (~4 min on an H200)
 CPU:  python experiments/bench/decode_throughput.py --device cpu --batch 4 --new-tokens 16 --models tiny
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import sys
@@ -153,10 +160,65 @@ def check(name: str, device: str) -> dict[str, Any]:
     return {"same_ids": [a.token_ids == b.token_ids for a, b in pairs], "max_logprob_diff": diff}
 
 
+def bench_model(name: str, args: argparse.Namespace, dtype: torch.dtype, peak: float, report: dict[str, Any]) -> None:
+    """Every mode on one model: a warm-up call (graph capture, compilation), then the timed call."""
+    cuda = args.device.startswith("cuda")
+    torch._dynamo.reset()  # compile each model as a fresh process would (a second compile in a process is slower)
+    model, weights = build_model(name, args.device, dtype)
+    ids = prompts(args.batch, args.prompt_len, model.config.vocab_size)
+    stock_tps = None
+    for mode in args.modes:
+        if mode == "stock":
+            warm = functools.partial(run_stock, model, ids[:8], 4)
+            run = functools.partial(run_stock, model, ids, args.new_tokens)
+        else:
+            engine = HFEngine(model, mode=mode, max_batch_size=args.batch, ignore_eos=True)
+            warm = run = functools.partial(run_engine, engine, ids, args.new_tokens)
+        try:
+            first_s, _ = timed(warm, args.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            if args.profile:
+                from torch.profiler import ProfilerActivity, profile
+
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    wall, tokens = timed(run, args.device)
+                table = prof.key_averages().table(
+                    sort_by="self_device_time_total", row_limit=15, max_name_column_width=60
+                )
+                print(f"[bench] profile {name} {mode}\n{table}", file=sys.stderr)
+            else:
+                wall, tokens = timed(run, args.device)
+        except Exception as exc:  # noqa: BLE001 - one failing mode must not hide the others
+            report["results"].append({"model": name, "mode": mode, "error": f"{type(exc).__name__}: {exc}"})
+            print(f"[bench] {name} {mode} failed: {exc}", file=sys.stderr)
+            continue
+        finally:
+            engine = warm = run = None
+            gc.collect()
+        row: dict[str, Any] = {
+            "model": name, "weights": weights, "mode": mode, "tokens": tokens, "wall_s": wall,
+            "tokens_per_s": tokens / wall, "first_call_s": first_s,
+            "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        }  # fmt: skip
+        stock_tps = row["tokens_per_s"] if mode == "stock" else stock_tps
+        row["speedup_vs_stock"] = row["tokens_per_s"] / stock_tps if stock_tps else None
+        if name == "qwen2.5-1.5b" or args.peak_bandwidth_gbs:
+            row.update(bandwidth(model, ids, args.new_tokens, wall, peak))
+        report["results"].append(row)
+        if args.out:  # after every mode, so a run cut short still leaves its numbers
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"[bench] {name} {mode}: {row['tokens_per_s']:.0f} tok/s, {wall:.2f} s", file=sys.stderr)
+        if cuda:
+            torch.cuda.empty_cache()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-1.5b"])
-    parser.add_argument("--modes", nargs="+", default=["stock", "dynamic", "static", "continuous"])
+    parser.add_argument(
+        "--modes", nargs="+", default=None, help="default: stock dynamic static, + compiled on CUDA; also continuous"
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=512)
     parser.add_argument("--prompt-len", type=int, default=128, help="longest prompt; lengths are uniform in [L/2, L]")
@@ -164,10 +226,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--peak-bandwidth-gbs", type=float, default=None, help="default: H100 SXM 3350, H200 4800")
     parser.add_argument("--check", action="store_true", help="first check that static and dynamic modes agree")
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each timed run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     cuda = args.device.startswith("cuda")
+    args.modes = args.modes or ["stock", "dynamic", "static"] + (["compiled"] if cuda else [])
     dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if cuda else torch.float32)
     gpu = torch.cuda.get_device_name() if cuda else "cpu"
     peak = args.peak_bandwidth_gbs or next((v for k, v in PEAK_BANDWIDTH_GBS.items() if k in gpu), 3350.0)
@@ -182,45 +246,7 @@ def main() -> None:
         if args.check:
             report.setdefault("check", {})[name] = check(name, args.device)
             print(f"[bench] {name} check: {report['check'][name]}", file=sys.stderr)
-        model, weights = build_model(name, args.device, dtype)
-        ids = prompts(args.batch, args.prompt_len, model.config.vocab_size)
-        stock_tps = None
-        for mode in args.modes:
-            if mode == "stock":
-                warm = lambda: run_stock(model, ids[:8], 4)  # noqa: E731
-                run = lambda: run_stock(model, ids, args.new_tokens)  # noqa: E731
-            else:
-                engine = HFEngine(model, mode=mode, max_batch_size=args.batch, ignore_eos=True)
-                warm = lambda: run_engine(engine, ids, args.new_tokens)  # noqa: E731 - captures graphs
-                run = lambda: run_engine(engine, ids, args.new_tokens)  # noqa: E731
-            try:
-                first_s, _ = timed(warm, args.device)
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
-                wall, tokens = timed(run, args.device)
-            except Exception as exc:  # noqa: BLE001 - one failing mode must not hide the others
-                report["results"].append({"model": name, "mode": mode, "error": f"{type(exc).__name__}: {exc}"})
-                print(f"[bench] {name} {mode} failed: {exc}", file=sys.stderr)
-                continue
-            finally:
-                engine = None
-                gc.collect()
-            row: dict[str, Any] = {
-                "model": name, "weights": weights, "mode": mode, "tokens": tokens, "wall_s": wall,
-                "tokens_per_s": tokens / wall, "first_call_s": first_s,
-                "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-            }  # fmt: skip
-            stock_tps = row["tokens_per_s"] if mode == "stock" else stock_tps
-            row["speedup_vs_stock"] = row["tokens_per_s"] / stock_tps if stock_tps else None
-            if name == "qwen2.5-1.5b" or args.peak_bandwidth_gbs:
-                row.update(bandwidth(model, ids, args.new_tokens, wall, peak))
-            report["results"].append(row)
-            if args.out:  # after every mode, so a run cut short still leaves its numbers
-                args.out.write_text(json.dumps(report, indent=2) + "\n")
-            print(f"[bench] {name} {mode}: {row['tokens_per_s']:.0f} tok/s, {wall:.2f} s", file=sys.stderr)
-            if cuda:
-                torch.cuda.empty_cache()
-        del model
+        bench_model(name, args, dtype, peak, report)
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
