@@ -295,7 +295,9 @@ class HFEngine:
                 with torch.no_grad():
                     results = self._generate_continuous(rows)
             else:
-                with torch.inference_mode():
+                # The model runs in its own dtype: a trainer's autocast would give fp32 keys (RoPE upcasts) next to
+                # bf16 values, which a static KV cache cannot hold. Train with bf16 weights to decode in bf16.
+                with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
                     order = sorted(range(len(rows)), key=lambda r: (rows[r].params.max_tokens, len(rows[r].ids)))
                     for start in range(0, len(order), self.max_batch_size):
                         chunk = order[start : start + self.max_batch_size]
@@ -434,7 +436,8 @@ class HFEngine:
 
     def _sample_into(self, ws: _Workspace, logits: torch.Tensor, filtered: bool) -> None:
         """Sample token number `ws.step` for every row and advance the state in place (graph-capturable)."""
-        tok, logp = _sample(logits, ws.sp, _uniform(ws.sp.keys, ws.step), filtered)
+        # float32 sampling: under the trainer's bf16 autocast the logits arrive in bf16 (and the buffers are fp32).
+        tok, logp = _sample(logits.float(), ws.sp, _uniform(ws.sp.keys, ws.step), filtered)
         ws.out_tok.index_copy_(1, ws.step.view(1), tok[:, None])
         ws.out_logp.index_copy_(1, ws.step.view(1), logp[:, None])
         ws.finished |= self._after_sample(tok, ws.sp, ws.step)

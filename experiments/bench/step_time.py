@@ -158,7 +158,8 @@ def build(name: str, args: argparse.Namespace, output_dir: str) -> Any:
     config.grpo.reward_weights = [r.weight for r in config.rewards]
     path = resolve_model(config.model)
     return GRPOTrainer(
-        model=load_model(path, device="cpu"),
+        # Same weights dtype as rl.train.build_trainer (bf16 under bf16 training), so only the rollout path differs.
+        model=load_model(path, dtype="bfloat16" if config.grpo.bf16 else "float32", device="cpu"),
         reward_funcs=rewards,
         args=config.grpo,
         train_dataset=dataset,
@@ -228,7 +229,7 @@ def main() -> None:
     if args.batch % args.num_generations:
         parser.error(f"--batch {args.batch} must be a multiple of --num-generations {args.num_generations}")
     if args.dtype != "auto":
-        parser.error("--dtype: the trainers load float32 weights and train with bf16 autocast on CUDA (GRPOConfig)")
+        parser.error("--dtype: the trainers load bf16 weights and train with bf16 autocast on CUDA, float32 on CPU (GRPOConfig)")
     order = ["stock", *[v for v in args.variants if v != "stock"]] if "stock" in args.variants else args.variants
     report: dict[str, Any] = {
         "benchmark": "step_time", **environment(args.device), "model": args.model, "data": args.data,
