@@ -21,11 +21,14 @@ def build_dataset(config: ExperimentConfig) -> Any:
     """Problems -> a `datasets.Dataset` with `prompt` (chat messages), `answer` and `problem_id` columns."""
     from datasets import Dataset
 
-    from rollouts.data import load_problems
+    from rollouts.data import DataSourceError, load_problems
     from rollouts.templates import render
 
     spec = config.data
-    problems = load_problems(spec.train, size=spec.size, seed=spec.seed, columns=spec.columns)
+    try:
+        problems = load_problems(spec.train, size=spec.size, seed=spec.seed, columns=spec.columns, split=spec.split)
+    except (ValueError, FileNotFoundError, DataSourceError) as e:
+        raise ValueError(f"{config.source}: data.train: {e}") from None
     if not problems:
         raise ValueError(f"{config.source}: data.train: {spec.train!r} produced no rows")
     rows = {
@@ -65,13 +68,16 @@ def build_trainer(config: ExperimentConfig) -> Any:
     from rollouts.models import load_model, load_tokenizer, resolve_model
 
     plan = VARIANTS[config.variant_name].plan(config.variant)
+    check_engine(config, plan)
     dataset = build_dataset(config)
     rewards = build_rewards(config)
     check_labels(config, dataset, rewards)
     config.grpo.reward_weights = [r.weight for r in config.rewards]
     model_path = resolve_model(config.model)
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, device="cpu")  # the Trainer/accelerate moves it to the right device
+    # bf16 weights under bf16 training (TRL's examples do the same): rollouts then decode in bf16 too. On the CPU
+    # here; the Trainer/accelerate moves it to the right device.
+    model = load_model(model_path, dtype="bfloat16" if config.grpo.bf16 else "float32", device="cpu")
     engine_name = config.rollout.engine
 
     def engine_factory(live_model: Any) -> Any:
@@ -88,8 +94,19 @@ def build_trainer(config: ExperimentConfig) -> Any:
         train_dataset=dataset,
         processing_class=tokenizer,
         plan=plan,
-        engine_factory=engine_factory,
+        engine_factory=None if engine_name == "trl" else engine_factory,
     )
+
+
+def check_engine(config: ExperimentConfig, plan: Any) -> None:
+    """`rollout.engine: trl` leaves generation to TRL itself, which knows plain parallel groups only."""
+    if config.rollout.engine != "trl":
+        return
+    if plan.strategy != "standard" or plan.budget_schedule is not None:
+        raise ValueError(
+            f"{config.source}: rollout.engine: 'trl' generates plain groups; variant {config.variant_name!r} needs "
+            "brevity's rollouts (serial exits, segments or a per-step budget): use 'transformers' or 'vllm'"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

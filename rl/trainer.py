@@ -2,14 +2,14 @@
 
 Seams, each small and named:
 - rollout: TRL 1.16's public `rollout_func` hook runs a brevity strategy (standard, serial exits, segments) on
-  whole groups, so a group never depends on how TRL split it across processes;
+  whole groups, so a group never depends on how TRL split it across processes; each call gets its own seed;
 - group transforms: `_calculate_rewards` returns TRL's *gathered* (N, F) rewards; the variant rewrites one column
   on (P, G) views of the whole batch (S-GRPO decay, GRPO-λ top-λ, DA-DLER tiers);
 - advantages: TRL's own for `group` / `mean_only` (scale_rewards group / none); DLER's group-centred batch whitening
-  is recomputed on the gathered batch;
+  is recomputed on the gathered batch, over the groups dynamic sampling kept;
 - sample filter: dynamic sampling drops zero-variance groups and refills from extra generation rounds (capped);
 - token masks: inserted tokens via TRL's `env_mask`, DMMPT (UloRL) multiplied into the same `tool_mask`;
-- trainer state: strategy pool / RNGs and the sampler's RNG are saved in every checkpoint and restored on resume.
+- trainer state: strategy pool / RNGs and the refill order are saved in every checkpoint and restored on resume.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +26,37 @@ from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
 from rl.advantages import group_center_batch_whiten
+from rl.batching import RefillOrder, row_columns, row_key, sample_to_json, select_groups
 from rl.losses import dmmpt_mask, masked_fraction
 from rl.sampling import zero_variance_groups
 from rl.variants.base import GroupBatch, Plan
+from rollouts.strategies.base import derive_seed
 from rollouts.templates import BUDGET_SLOT
 from rollouts.types import Sample, SamplingParams
 
 logger = logging.getLogger("brevity.trainer")
-STATE_FILE = "brevity_state.json"
+STATE_FILE = "brevity_state.json"  # rank r > 0 writes brevity_state.<r>.json: segment pools are per process
+MAX_SEGMENT_ROUNDS = 64
 
 
 class BrevityTrainer(GRPOTrainer):
-    """GRPOTrainer + a variant `Plan`. `engine_factory(model)` builds the rollout engine for the live policy."""
+    """GRPOTrainer + a variant `Plan`. `engine_factory(model)` builds the rollout engine for the live policy;
+    None leaves generation to TRL itself (standard groups only)."""
 
-    def __init__(self, *args: Any, plan: Plan, engine_factory: Callable[[Any], Any], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, plan: Plan, engine_factory: Callable[[Any], Any] | None, **kwargs: Any) -> None:
         self.plan = plan
         self._engine_factory = engine_factory
         self._engine: Any = None
         self._strategy: Any = None
-        self._refill_rng = random.Random(0)
-        self._refill_iter: Iterator[int] | None = None
+        self._params: SamplingParams | None = None
+        self._calls = 0  # rollout calls so far; seeds each call's sampling
+        self._synced_step = 0  # the step whose weights a separate engine (vLLM) holds
+        self._rows: list[dict[str, Any]] = []  # TRL input rows of the generation round in progress
+        self._ready: list[Sample] = []  # UloRL: released samples beyond this step's batch
         self._last: dict[str, torch.Tensor] = {}
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-        super().__init__(*args, rollout_func=self._rollout, **kwargs)
+        super().__init__(*args, rollout_func=self._rollout if engine_factory else None, **kwargs)
+        self._refill = RefillOrder(self.args.seed)  # the same on every rank: ranks take disjoint slices of one order
         names = list(self.reward_func_names)
         if plan.group_transform is not None and plan.transform_column not in names:
             raise ValueError(f"the variant rewrites reward {plan.transform_column!r}, which is not among {names}")
@@ -62,19 +69,22 @@ class BrevityTrainer(GRPOTrainer):
 
         args, kw = self.args, dict(self.plan.strategy_kwargs)
         self._engine = self._engine_factory(self.accelerator.unwrap_model(self.model))
-        params = SamplingParams(
+        # Segments derive a seed per (group, member, segment) from this one; other strategies are seeded per call.
+        rank = self.accelerator.process_index
+        seed = derive_seed(args.seed, rank) if self.plan.strategy == "segments" else None
+        self._params = SamplingParams(
             temperature=args.temperature,
             top_p=args.top_p,
             top_k=args.top_k or 0,
             max_tokens=args.max_completion_length,
-            seed=args.seed,
+            seed=seed,
         )
         kw.pop("cap_generation", None)
         if self.plan.strategy == "serial_exits":
-            return SerialExitStrategy(self._engine, self.processing_class, params, seed=args.seed, **kw)
+            return SerialExitStrategy(self._engine, self.processing_class, self._params, seed=args.seed, **kw)
         if self.plan.strategy == "segments":
-            return SegmentStrategy(self._engine, params, self.num_generations, **kw)
-        return StandardStrategy(self._engine, params, self.num_generations)
+            return SegmentStrategy(self._engine, self._params, self.num_generations, **kw)
+        return StandardStrategy(self._engine, self._params, self.num_generations)
 
     def _budget(self) -> int | None:
         schedule = self.plan.budget_schedule
@@ -89,28 +99,38 @@ class BrevityTrainer(GRPOTrainer):
         )
         return list(out["input_ids"])
 
+    def _sync_engine(self) -> None:
+        """A separate engine (vLLM) gets the policy's weights once per step; one sharing the model needs nothing."""
+        live = self.accelerator.unwrap_model(self.model)
+        if getattr(self._engine, "model", None) is live or self._synced_step == self.state.global_step:
+            return
+        self._engine.load_weights(live.state_dict().items())
+        self._synced_step = self.state.global_step
+
     def _rollout(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         """Generate whole groups: prompts arrive repeated G times in global order; each rank runs every world-th
         group, results are exchanged, and each rank keeps its own slice (TRL's local layout)."""
         if self._strategy is None:
             self._strategy = self._build_strategy()
+        self._sync_engine()
         G, world, rank = self.num_generations, self.accelerator.num_processes, self.accelerator.process_index
         everything = gather_object(prompts) if world > 1 else list(prompts)
         unique = everything[::G]
         mine = list(range(rank, len(unique), world))
         ids = [self._prompt_ids(unique[i]) for i in mine]
-        budget = self._budget()
-        cap = None
-        if budget is not None and self.plan.strategy_kwargs.get("cap_generation"):
-            cap = [min(2 * budget, self.args.max_completion_length)] * len(ids)
+        self._calls += 1
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            samples = self._strategy.generate(ids, max_tokens=cap) if cap else self._strategy.generate(ids)
-        if was_training:
-            self.model.train()
-        if self.plan.strategy == "segments":
-            samples = self._segment_batch(samples, ids, mine, len(unique))
+            if self.plan.strategy == "segments":
+                rows = gather_object(self._rows) if world > 1 else list(self._rows)
+                keys = [row_key(rows[i * G]) if len(rows) == len(everything) else None for i in mine]
+                samples = self._segment_batch(ids, keys)
+            else:  # the engine draws a seed per request from an RNG of this call and rank, so prompts, ranks and
+                with torch.random.fork_rng(devices=[]):  # steps get distinct streams (one params.seed would not)
+                    torch.manual_seed(derive_seed(self.args.seed, self._calls, rank))
+                    samples = self._strategy.generate(ids, max_tokens=self._caps(len(ids)))
+        self.model.train(was_training)
         groups = {i: samples[k * G : (k + 1) * G] for k, i in enumerate(mine)}
         if world > 1:
             merged: dict[int, list[Sample]] = {}
@@ -118,25 +138,35 @@ class BrevityTrainer(GRPOTrainer):
                 merged.update(part)
             groups = merged
         flat = [s for i in range(len(unique)) for s in groups[i]]
-        local = flat[rank * len(prompts) : (rank + 1) * len(prompts)]
-        return self._to_trl(local)
+        return self._to_trl(flat[rank * len(prompts) : (rank + 1) * len(prompts)])
 
-    def _segment_batch(self, samples: list[Sample], ids: list[list[int]], mine: list[int], n: int) -> list[Sample]:
-        """UloRL: released groups may belong to earlier prompts; keep decoding segments until enough are ready."""
-        G, want = self.num_generations, len(mine) * self.num_generations
-        ready: list[Sample] = list(getattr(self, "_ready", [])) + samples
+    def _caps(self, n: int) -> list[int] | None:
+        """Curriculum with `cap_generation`: at most 2·B(t) new tokens (where the triangular reward reaches 0)."""
+        budget = self._budget()
+        if budget is None or not self.plan.strategy_kwargs.get("cap_generation"):
+            return None
+        return [min(2 * budget, self.args.max_completion_length)] * n
+
+    def _segment_batch(self, ids: list[list[int]], keys: list[str | None]) -> list[Sample]:
+        """UloRL step: admit this step's prompts and decode one segment for every unfinished sample; released groups
+        (possibly admitted steps ago, so keyed by their own dataset row) fill the batch. While too few are ready,
+        more dataset rows are admitted and another segment decoded (warm-up), so unfinished samples carry over."""
+        want = len(ids) * self.num_generations
+        ready = self._ready + self._strategy.generate(ids, keys=keys)
         rounds = 0
         while len(ready) < want:
-            ready += self._strategy.generate([])
+            if rounds >= MAX_SEGMENT_ROUNDS:
+                raise RuntimeError(f"segment rollout released too few groups in {rounds} segments")
+            rows = self._draw_rows(len(ids))
+            ready += self._strategy.generate(
+                [self._prompt_ids(r["prompt"]) for r in rows], keys=list(map(row_key, rows))
+            )
             rounds += 1
-            if rounds > 64:
-                raise RuntimeError("segment rollout released no groups in 64 segments; check max_total_tokens")
         self._ready, batch = ready[want:], ready[:want]
-        self._metrics["train"]["ulorl/extra_segments"].append(float(rounds))
-        self._metrics["train"]["ulorl/pending"].append(float(self._strategy.pending))
-        ages = [float(s.extras.get("staleness", 0)) for s in batch]
-        self._metrics["train"]["ulorl/staleness_mean"].append(sum(ages) / max(len(ages), 1))
-        del G, ids, n
+        metrics = self._metrics["train"]
+        metrics["ulorl/extra_segments"].append(float(rounds))
+        metrics["ulorl/pending"].append(float(self._strategy.pending))
+        metrics["ulorl/staleness_mean"].append(sum(s.extras.get("staleness", 0) for s in batch) / max(len(batch), 1))
         return batch
 
     def _to_trl(self, samples: list[Sample]) -> dict[str, Any]:
@@ -147,9 +177,12 @@ class BrevityTrainer(GRPOTrainer):
             "env_mask": [s.loss_mask for s in samples],
             "finish_reason": [s.finish_reason for s in samples],
         }
-        for key in ("exit_rank", "exit_position", "staleness", "answer"):
+        for key in ("exit_rank", "exit_position", "staleness"):
             if samples and key in samples[0].extras:
                 out[key] = [s.extras[key] for s in samples]
+        carried = [row_columns(s.extras.get("key")) for s in samples]  # a released group's own `answer`, ...
+        for column in sorted({c for row in carried for c in row} - set(out)):
+            out[column] = [row.get(column) for row in carried]
         return out
 
     # ---- group-transform seam -------------------------------------------------------------------------------------
@@ -194,20 +227,27 @@ class BrevityTrainer(GRPOTrainer):
         return out
 
     def _score_round(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._rows = inputs
         out = super()._generate_and_score_completions(inputs)
         n, rank = len(inputs), self.accelerator.process_index
         local = slice(rank * n, (rank + 1) * n)
         out["brevity_rewards"] = self._last["rewards"][local].clone()
         out["brevity_lengths"] = self._last["lengths"][local].clone()
+        out["brevity_valid"] = torch.ones(n, dtype=torch.bool, device=out["advantages"].device)
         return out
 
+    def _gathered(self, tensor: torch.Tensor) -> torch.Tensor:
+        return gather(tensor) if self.accelerator.num_processes > 1 else tensor
+
     def _whitened(self, out: dict[str, Any]) -> torch.Tensor:
-        """DLER: (r − mean_g) then whitening over the gathered batch, token-weighted (methods.md §3.2)."""
+        """DLER: (r − mean_g) then whitening over the gathered batch, token-weighted (methods.md §3.2). Groups that
+        dynamic sampling only filled in (zero variance) take no part in the batch statistics and get advantage 0."""
         G = self.num_generations
-        rewards = gather(out["brevity_rewards"]) if self.accelerator.num_processes > 1 else out["brevity_rewards"]
-        lengths = gather(out["brevity_lengths"]) if self.accelerator.num_processes > 1 else out["brevity_lengths"]
-        counts = lengths.view(-1, G) if self.plan.token_weighted_whitening else None
-        adv = group_center_batch_whiten(rewards.view(-1, G), counts).reshape(-1)
+        rewards = self._gathered(out["brevity_rewards"]).view(-1, G)
+        lengths = self._gathered(out["brevity_lengths"]).view(-1, G)
+        valid = self._gathered(out["brevity_valid"]).view(-1, G)[:, 0]
+        counts = lengths if self.plan.token_weighted_whitening else None
+        adv = group_center_batch_whiten(rewards, counts, valid=valid).reshape(-1)
         n, rank = out["brevity_rewards"].numel(), self.accelerator.process_index
         return adv[rank * n : (rank + 1) * n].to(out["advantages"].dtype)
 
@@ -215,9 +255,10 @@ class BrevityTrainer(GRPOTrainer):
         """Drop groups whose rewards do not vary and refill from extra generation rounds (at most the cap).
 
         Needs whole groups on each process (checked at start-up). When the cap is hit, zero-variance groups fill
-        the remaining slots: their advantage is 0, so the step trains on what there is with a fixed batch shape.
+        the remaining slots with `brevity_valid` False: their advantage is 0 and DLER's whitening leaves them out,
+        so the step trains on what there is with a fixed batch shape.
         """
-        G = self.num_generations
+        G, target = self.num_generations, len(inputs) // self.num_generations
         rounds, kept, spare = 0, [], []
         pool = [out]
         while True:
@@ -225,35 +266,30 @@ class BrevityTrainer(GRPOTrainer):
             zero = zero_variance_groups(cur["brevity_rewards"].view(-1, G))
             for g in range(zero.numel()):
                 (spare if zero[g] else kept).append((len(pool) - 1, g))
-            need = len(inputs) // G - len(kept)
-            need_any = gather(torch.tensor([max(need, 0)], device=cur["advantages"].device)).max().item()
-            if need_any <= 0 or rounds >= self.plan.max_resample_rounds:
+            need = torch.tensor([max(target - len(kept), 0)], device=cur["advantages"].device)
+            if self._gathered(need).max().item() <= 0 or rounds >= self.plan.max_resample_rounds:
                 break
             rounds += 1
             pool.append(self._score_round(self._refill_inputs(inputs)))
-        chosen = (kept + spare)[: len(inputs) // G]
-        mode = "train"
-        self._metrics[mode]["brevity/resample_rounds"].append(float(rounds))
-        self._metrics[mode]["brevity/zero_variance_groups_filled"].append(float(max(0, len(chosen) - len(kept))))
-        batch = _select_groups(pool, chosen, G, self.processing_class.pad_token_id)
-        local_items = batch["num_items_in_batch"].reshape(1).to(batch["advantages"].device)
-        batch["num_items_in_batch"] = gather(local_items).sum() if self.accelerator.num_processes > 1 else local_items[0]
+        chosen = (kept + spare)[:target]
+        filled = max(0, len(chosen) - len(kept))
+        self._metrics["train"]["brevity/resample_rounds"].append(float(rounds))
+        self._metrics["train"]["brevity/zero_variance_groups_filled"].append(float(filled))
+        batch = select_groups(pool, chosen, G, self.processing_class.pad_token_id)
+        batch["brevity_valid"] = torch.tensor(
+            [k < len(kept) for k in range(len(chosen)) for _ in range(G)], device=batch["advantages"].device
+        )
+        batch["num_items_in_batch"] = self._gathered(batch["num_items_in_batch"].reshape(1)).sum()
         return batch
 
+    def _draw_rows(self, n: int) -> list[dict[str, Any]]:
+        """n dataset rows for refills (dynamic sampling, UloRL warm-up)."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        return [dict(self.train_dataset[i]) for i in self._refill.take(n, len(self.train_dataset), world, rank)]
+
     def _refill_inputs(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        dataset, G = self.train_dataset, self.num_generations
-        rows = []
-        for _ in range(len(inputs) // G):
-            if self._refill_iter is None:
-                order = list(range(len(dataset)))
-                self._refill_rng.shuffle(order)
-                self._refill_iter = iter(order)
-            idx = next(self._refill_iter, None)
-            if idx is None:
-                self._refill_iter = None
-                continue
-            rows += [dict(dataset[idx]) for _ in range(G)]
-        return rows or inputs
+        G = self.num_generations
+        return [row for row in self._draw_rows(len(inputs) // G) for _ in range(G)]
 
     def _apply_dmmpt(self, out: dict[str, Any]) -> None:
         """UloRL DMMPT: mask well-mastered positive tokens of low-entropy samples (Eq. 9-10); POIS old log-probs."""
@@ -274,8 +310,9 @@ class BrevityTrainer(GRPOTrainer):
     def brevity_state(self) -> dict[str, Any]:
         return {
             "strategy": None if self._strategy is None else self._strategy.state_dict(),
-            "ready": [_sample_to_json(s) for s in getattr(self, "_ready", [])],
-            "refill_rng": _rng_to_json(self._refill_rng),
+            "ready": [sample_to_json(s) for s in self._ready],
+            "refill": self._refill.state_dict(),
+            "calls": self._calls,
         }
 
     def load_brevity_state(self, state: dict[str, Any]) -> None:
@@ -284,61 +321,21 @@ class BrevityTrainer(GRPOTrainer):
                 self._strategy = self._build_strategy()
             self._strategy.load_state_dict(state["strategy"])
         self._ready = [Sample(**s) for s in state.get("ready", [])]
-        self._refill_rng.setstate(_rng_from_json(state["refill_rng"]))
+        self._refill.load_state_dict(state["refill"])
+        self._calls = int(state.get("calls", 0))
+
+    def _state_file(self, folder: Path) -> Path:
+        rank = self.accelerator.process_index
+        return folder / (STATE_FILE if rank == 0 else STATE_FILE.replace(".json", f".{rank}.json"))
 
     def _save_checkpoint(self, model, trial):  # noqa: ANN001, ANN202
         super()._save_checkpoint(model, trial)
-        if self.accelerator.is_main_process:
-            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-            (folder / STATE_FILE).write_text(json.dumps(self.brevity_state()))
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._state_file(folder).write_text(json.dumps(self.brevity_state()))
 
     def _load_rng_state(self, checkpoint):  # noqa: ANN001, ANN202
         super()._load_rng_state(checkpoint)
-        path = Path(checkpoint) / STATE_FILE if checkpoint else None
+        path = self._state_file(Path(checkpoint)) if checkpoint else None
         if path is not None and path.is_file():
             self.load_brevity_state(json.loads(path.read_text()))
-
-
-def _select_groups(pool: list[dict[str, Any]], chosen: list[tuple[int, int]], G: int, pad_id: int) -> dict[str, Any]:
-    """Assemble a batch from groups of several rounds; prompts re-padded on the left, completions on the right."""
-    rows = [(r, g * G + j) for r, g in chosen for j in range(G)]
-    out: dict[str, Any] = {}
-    for key, value in pool[0].items():
-        if not isinstance(value, torch.Tensor) or value.dim() == 0:
-            out[key] = value
-            continue
-        parts = [pool[r][key][i] for r, i in rows]
-        if value.dim() == 1:
-            out[key] = torch.stack(parts)
-            continue
-        width = max(p.size(0) for p in parts)
-        left = key.startswith("prompt")
-        fill = pad_id if key in ("prompt_ids", "completion_ids") else (1 if key == "tool_mask" else 0)
-        padded = []
-        for p in parts:
-            pad = p.new_full((width - p.size(0), *p.shape[1:]), fill)
-            padded.append(torch.cat([pad, p]) if left else torch.cat([p, pad]))
-        out[key] = torch.stack(padded)
-    out["num_items_in_batch"] = sum(pool[r]["completion_mask"][i].sum() for r, i in rows)
-    return out
-
-
-def _rng_to_json(rng: random.Random) -> list[Any]:
-    version, state, gauss = rng.getstate()
-    return [version, list(state), gauss]
-
-
-def _rng_from_json(data: list[Any]) -> tuple[Any, ...]:
-    return (data[0], tuple(data[1]), data[2])
-
-
-def _sample_to_json(s: Sample) -> dict[str, Any]:
-    return {
-        "prompt_index": s.prompt_index,
-        "prompt_ids": s.prompt_ids,
-        "completion_ids": s.completion_ids,
-        "finish_reason": s.finish_reason,
-        "loss_mask": s.loss_mask,
-        "logprobs": s.logprobs,
-        "extras": s.extras,
-    }

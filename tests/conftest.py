@@ -42,7 +42,9 @@ def tiny_model_path(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory)
     )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).to(torch.float32)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     model.save_pretrained(out)
     for name in TOKENIZER_FILES:
         if (Path(smollm2_path) / name).is_file():

@@ -229,7 +229,9 @@ def main() -> None:
     if args.batch % args.num_generations:
         parser.error(f"--batch {args.batch} must be a multiple of --num-generations {args.num_generations}")
     if args.dtype != "auto":
-        parser.error("--dtype: the trainers load bf16 weights and train with bf16 autocast on CUDA, float32 on CPU (GRPOConfig)")
+        parser.error(
+            "--dtype: the trainers load bf16 weights and train with bf16 autocast on CUDA, float32 on CPU (GRPOConfig)"
+        )
     order = ["stock", *[v for v in args.variants if v != "stock"]] if "stock" in args.variants else args.variants
     report: dict[str, Any] = {
         "benchmark": "step_time", **environment(args.device), "model": args.model, "data": args.data,

@@ -18,7 +18,7 @@ class Spec:
     difficulty_aware: bool = False
     tier_threshold: float = 0.5
     easy_cap: int = 2000
-    require_think_close: bool = True  # DeepScaleR grading: no </think> is a format error; False for non-thinking models
+    require_think_close: bool = True  # DeepScaleR grading: no </think> is an error; False for non-thinking models
     answer_format: str = "boxed"
 
 

@@ -335,9 +335,6 @@ def test_data_errors_come_before_the_model(
     assert train.split(":")[-1] in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True, reason="rl/train.py build_dataset does not prefix load_problems errors with file + key"
-)
 def test_data_errors_name_file_and_key(tmp_path: Path, no_model: None, capsys: pytest.CaptureFixture[str]) -> None:
     from rl.train import main
 
@@ -347,7 +344,6 @@ def test_data_errors_name_file_and_key(tmp_path: Path, no_model: None, capsys: p
     assert str(path) in err and "data.train" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="rl/train.py build_dataset does not pass data.split to load_problems")
 def test_data_split_reaches_the_loader(tmp_path: Path, no_model: None, capsys: pytest.CaptureFixture[str]) -> None:
     """The offline GSM8K copy has only the test split: asking for train must fail, not load the test split."""
     from rl.train import main
