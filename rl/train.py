@@ -63,6 +63,7 @@ def check_labels(config: ExperimentConfig, dataset: Any, rewards: list[Any]) -> 
 
 def build_trainer(config: ExperimentConfig) -> Any:
     """Everything cheap first (data, rewards, checks), then the model, then the trainer."""
+    from rl.progress import ProgressLine
     from rl.trainer import BrevityTrainer
     from rl.variants import VARIANTS
     from rollouts.models import load_model, load_tokenizer, resolve_model
@@ -95,6 +96,7 @@ def build_trainer(config: ExperimentConfig) -> Any:
         processing_class=tokenizer,
         plan=plan,
         engine_factory=None if engine_name == "trl" else engine_factory,
+        callbacks=[ProgressLine()],
     )
 
 

@@ -193,6 +193,10 @@ class BrevityTrainer(GRPOTrainer):
         lengths = gather(lengths) if self.accelerator.num_processes > 1 else lengths
         G = self.num_generations
         mode = "train" if self.model.training else "eval"
+        names = list(self.reward_func_names)
+        if "correctness" in names:  # read before a group transform rewrites the column (S-GRPO, GRPO-λ)
+            accuracy = (rewards_per_func[:, names.index("correctness")] > 0).float().mean().item()
+            self._metrics[mode]["brevity/accuracy"].append(accuracy)
         if self.plan.group_transform is not None:
             col = list(self.reward_func_names).index(self.plan.transform_column)
             target = rewards_per_func[:, col].view(-1, G)
@@ -206,9 +210,6 @@ class BrevityTrainer(GRPOTrainer):
         self._last = {"rewards": weighted, "lengths": lengths}
         if (budget := self._budget()) is not None:
             self._metrics[mode]["brevity/budget"].append(float(budget))
-        if "correctness" in self.reward_func_names:
-            col = list(self.reward_func_names).index("correctness")
-            self._metrics[mode]["brevity/accuracy"].append(rewards_per_func[:, col].nanmean().item())
         q = torch.quantile(lengths.float(), torch.tensor([0.5, 0.9], device=device))
         self._metrics[mode]["brevity/length_p50"].append(q[0].item())
         self._metrics[mode]["brevity/length_p90"].append(q[1].item())
