@@ -94,12 +94,14 @@ def plot_accuracy_vs_tokens(
     """Scatter of (label, mean tokens, accuracy fraction) points, each annotated with its label; saves a PNG."""
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.add_subplot()
-    for label, tokens, acc in points:
+    for i, (label, tokens, acc) in enumerate(points):
         if _num(tokens) is None or _num(acc) is None:
             continue
         ax.scatter(tokens, 100 * acc)
         short = label if len(label) <= 32 else label[:29] + "..."
-        ax.annotate(short, (tokens, 100 * acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Alternate above/below so neighbouring runs (before/after) stay readable.
+        offset = (4, 6) if i % 2 == 0 else (4, -14)
+        ax.annotate(short, (tokens, 100 * acc), textcoords="offset points", xytext=offset, fontsize=8)
     # Both axes start at 0 so distances read as real savings, not as zoomed-in noise.
     ax.set_xlim(left=0, right=max([t for _, t, _ in points if _num(t) is not None] or [1]) * 1.25)
     ax.set_ylim(0, 100)
