@@ -26,7 +26,7 @@ from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
 from rl.advantages import group_center_batch_whiten
-from rl.batching import RefillOrder, row_columns, row_key, sample_to_json, select_groups
+from rl.batching import RefillOrder, rng_from_json, rng_to_json, row_columns, row_key, sample_to_json, select_groups
 from rl.losses import dmmpt_mask, masked_fraction
 from rl.sampling import zero_variance_groups
 from rl.variants.base import GroupBatch, Plan
@@ -314,6 +314,7 @@ class BrevityTrainer(GRPOTrainer):
             "ready": [sample_to_json(s) for s in self._ready],
             "refill": self._refill.state_dict(),
             "calls": self._calls,
+            "plan_rng": None if self.plan.rng is None else rng_to_json(self.plan.rng),
         }
 
     def load_brevity_state(self, state: dict[str, Any]) -> None:
@@ -324,6 +325,8 @@ class BrevityTrainer(GRPOTrainer):
         self._ready = [Sample(**s) for s in state.get("ready", [])]
         self._refill.load_state_dict(state["refill"])
         self._calls = int(state.get("calls", 0))
+        if self.plan.rng is not None and state.get("plan_rng") is not None:
+            self.plan.rng.setstate(rng_from_json(state["plan_rng"]))
 
     def _state_file(self, folder: Path) -> Path:
         rank = self.accelerator.process_index

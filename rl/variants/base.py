@@ -39,6 +39,7 @@ class Plan:
     max_resample_rounds: int = 0
     dmmpt: dict[str, float] | None = None  # {"tau": .., "sigma": ..} enables UloRL's token mask
     budget_schedule: Any = None  # rewards.schedules schedule: B(step) for prompt text and generation cap
+    rng: Any = None  # a random.Random the group transform draws from; saved in checkpoints (GRPO-λ tie-breaks)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def _plan(spec: Spec) -> Plan:
             batch.correct, batch.lengths, lam=spec.lam, alpha=spec.alpha, mode=spec.mode, tau=spec.tau, generator=rng
         )
 
-    return Plan(group_transform=transform)
+    return Plan(group_transform=transform, rng=rng)
 
 
 def _check(config) -> None:

@@ -240,3 +240,25 @@ def test_smoke_config_trains(variant: str, tmp_path: Path, monkeypatch: pytest.M
     trainer.train()
     assert trainer.state.global_step == config.grpo.max_steps
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters()), "parameters changed"
+
+
+def test_grpo_lambda_tie_break_rng_is_checkpointed() -> None:
+    """The GRPO-λ tie-break generator lives on the plan; its state round-trips through the trainer's state."""
+    import random
+
+    from rl.trainer import BrevityTrainer
+    from rl.variants import VARIANTS
+
+    spec = VARIANTS["grpo_lambda"].Spec(seed=3)
+    plan = VARIANTS["grpo_lambda"].plan(spec)
+    assert isinstance(plan.rng, random.Random)
+    trainer = BrevityTrainer.__new__(BrevityTrainer)  # only the state methods are exercised here
+    trainer.plan, trainer._strategy, trainer._ready, trainer._calls = plan, None, [], 0
+    from rl.batching import RefillOrder
+
+    trainer._refill = RefillOrder(seed=0)
+    plan.rng.random()
+    state = trainer.brevity_state()
+    expected = [plan.rng.random() for _ in range(3)]
+    trainer.load_brevity_state(state)
+    assert [plan.rng.random() for _ in range(3)] == expected
