@@ -28,7 +28,7 @@ from trl import GRPOTrainer
 from rl.advantages import group_center_batch_whiten
 from rl.batching import RefillOrder, rng_from_json, rng_to_json, row_columns, row_key, sample_to_json, select_groups
 from rl.losses import dmmpt_mask, masked_fraction
-from rl.sampling import zero_variance_groups
+from rl.sampling import DynamicSampler
 from rl.variants.base import GroupBatch, Plan
 from rollouts.strategies.base import derive_seed
 from rollouts.templates import BUDGET_SLOT
@@ -260,25 +260,26 @@ class BrevityTrainer(GRPOTrainer):
         so the step trains on what there is with a fixed batch shape.
         """
         G, target = self.num_generations, len(inputs) // self.num_generations
-        rounds, kept, spare = 0, [], []
-        pool = [out]
+        sampler = DynamicSampler(target, max_rounds=0)  # the round cap is global, so it is enforced here
+        pool, where, rounds = [out], [], 0  # where[i] = (round, group) of the sampler's i-th group
         while True:
             cur = pool[-1]
-            zero = zero_variance_groups(cur["brevity_rewards"].view(-1, G))
-            for g in range(zero.numel()):
-                (spare if zero[g] else kept).append((len(pool) - 1, g))
-            need = torch.tensor([max(target - len(kept), 0)], device=cur["advantages"].device)
+            if not sampler.done:  # a full rank still runs the round (collectives) but keeps nothing from it
+                rewards = cur["brevity_rewards"].view(-1, G)
+                where += [(len(pool) - 1, g) for g in range(rewards.shape[0])]
+                sampler.add(rewards)
+            need = torch.tensor([max(target - sampler.num_kept, 0)], device=cur["advantages"].device)
             if self._gathered(need).max().item() <= 0 or rounds >= self.plan.max_resample_rounds:
                 break
             rounds += 1
             pool.append(self._score_round(self._refill_inputs(inputs)))
-        chosen = (kept + spare)[:target]
-        filled = max(0, len(chosen) - len(kept))
+        chosen = [where[i] for i in sampler.kept_indices(fill=True)]
+        kept = min(sampler.num_kept, target)
         self._metrics["train"]["brevity/resample_rounds"].append(float(rounds))
-        self._metrics["train"]["brevity/zero_variance_groups_filled"].append(float(filled))
+        self._metrics["train"]["brevity/zero_variance_groups_filled"].append(float(len(chosen) - kept))
         batch = select_groups(pool, chosen, G, self.processing_class.pad_token_id)
         batch["brevity_valid"] = torch.tensor(
-            [k < len(kept) for k in range(len(chosen)) for _ in range(G)], device=batch["advantages"].device
+            [k < kept for k in range(len(chosen)) for _ in range(G)], device=batch["advantages"].device
         )
         batch["num_items_in_batch"] = self._gathered(batch["num_items_in_batch"].reshape(1)).sum()
         return batch
