@@ -41,10 +41,12 @@ from __future__ import annotations
 import logging
 import os
 import types
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -123,10 +125,11 @@ def _sample(
 
 @dataclass
 class _Row:
-    request: int
-    ids: list[int]
+    request: int  # -1: a padding row that fills a batch bucket
+    ids: list[int]  # prompt + prefix
     params: SamplingParams
     key: int
+    prompt_len: int = 0
 
 
 @dataclass
@@ -182,6 +185,20 @@ class _Workspace:
     out_logp: torch.Tensor  # (B, L)
     graphs: dict[tuple[int, bool], Any] = field(default_factory=dict)
     pool: Any = None
+    retained: _Retained | None = None  # what the cache holds after the last chunk decoded here
+    key: tuple[int, int, int] = (0, 0, 0)  # (cache length, stop width, first parameter's address)
+
+
+@dataclass
+class _Retained:
+    """The token behind every valid cache slot of a workspace after a chunk: row b holds `tokens[b]` (prompt, prefix,
+    then every generated token that was fed back) at slots `start[b]`, `start[b] + 1`, ... KV at a slot depends only
+    on the tokens up to it, so any common prefix with a later row can be copied instead of prefilled again."""
+
+    version: tuple[int, int]  # (first parameter's address, sum of parameter version counters) when it was computed
+    by_prompt: dict[tuple[int, ...], list[int]]  # prompt ids -> rows that had that prompt
+    tokens: list[np.ndarray]
+    start: list[int]
 
 
 def _static_attention(
@@ -229,6 +246,9 @@ class HFEngine:
         kv_bucket: int = 128,
         sync_every: int | None = None,
         ignore_eos: bool = False,
+        max_workspaces: int = 2,
+        batch_buckets: bool | None = None,
+        prefix_reuse: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"HFEngine mode must be one of {MODES}, got {mode!r}")
@@ -263,8 +283,14 @@ class HFEngine:
         self.mode = ("compiled" if self.device.type == "cuda" else "dynamic") if mode == "auto" else mode
         self.max_batch_size, self.kv_bucket, self.ignore_eos = max_batch_size, kv_bucket, ignore_eos
         self.sync_every = sync_every or (16 if self.device.type == "cuda" else 1)
-        self._ws: _Workspace | None = None
-        self._ws_key: tuple = ()
+        # static mode: one workspace per batch bucket, least recently used first (a trace call and its exits call
+        # alternate between two sizes; rebuilding means recapturing every CUDA graph)
+        self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
+        self.max_workspaces = max(1, max_workspaces)
+        self.batch_buckets = self.device.type == "cuda" if batch_buckets is None else batch_buckets
+        self.prefix_reuse = prefix_reuse
+        self.reused_tokens = 0  # prompt + prefix tokens copied from a cache instead of prefilled, since construction
+        self._retired: _Workspace | None = None  # a workspace just replaced by a larger one, until its KV was copied
         self.graph_failures = 0
         self._compiled = self.mode == "compiled"
         self._forward_fn = self._forward
@@ -286,7 +312,7 @@ class HFEngine:
         for i, req in enumerate(requests):
             ids = self._validate(i, req)
             seed = req.params.seed if req.params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-            rows += [_Row(i, ids, req.params, _row_key(seed, j)) for j in range(req.params.n)]
+            rows += [_Row(i, ids, req.params, _row_key(seed, j), len(req.prompt_ids)) for j in range(req.params.n)]
         results: list[Completion | None] = [None] * len(rows)
         was_training = self.model.training
         self.model.eval()
@@ -322,10 +348,16 @@ class HFEngine:
                         f"load_weights: {name} has shape {tuple(tensor.shape)}, model has {tuple(state[name].shape)}"
                     )
                 state[name].copy_(tensor.to(device=state[name].device, dtype=state[name].dtype))
+        self.clear_prefix_cache()
 
     def reset(self) -> None:
-        """Free the static workspace and its CUDA graphs (call after moving or replacing the model's parameters)."""
-        self._ws, self._ws_key = None, ()
+        """Free the static workspaces, their CUDA graphs and cached prefixes (after moving or replacing parameters)."""
+        self._workspaces.clear()
+
+    def clear_prefix_cache(self) -> None:
+        """Forget what the KV caches hold, so the next call prefills everything (weights changes are detected)."""
+        for ws in self._workspaces.values():
+            ws.retained = None
 
     # ----------------------------------------------------------------------------------------------- internals
     def _validate(self, i: int, req: Request) -> list[int]:
@@ -350,8 +382,18 @@ class HFEngine:
             return [[] for _ in rows]
         return [list(dict.fromkeys([*self.eos_token_ids, *r.params.stop_token_ids])) for r in rows]
 
+    def _bucket(self, batch: int) -> int:
+        """Static-mode batch size for `batch` rows: a power of two (at least 8), at most max_batch_size, so a few
+        workspaces and CUDA graphs serve every call (a pool that drains would otherwise capture one per size)."""
+        if not self.batch_buckets or self.mode == "dynamic":
+            return batch
+        return max(batch, min(self.max_batch_size, max(8, 1 << (batch - 1).bit_length())))
+
     def _run_chunk(self, rows: Sequence[_Row]) -> list[Completion]:
         """Left-pad one chunk, decode it with the engine's mode, cut each row at its first stop token."""
+        real = len(rows)
+        filler = _Row(-1, [self.pad_token_id], SamplingParams(temperature=0.0, max_tokens=1), 0, 1)
+        rows = list(rows) + [filler] * (self._bucket(real) - real)
         batch, width = len(rows), max(len(r.ids) for r in rows)
         ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
         attn = torch.zeros((batch, width), dtype=torch.long)
@@ -364,7 +406,7 @@ class HFEngine:
         steps = max(r.params.max_tokens for r in rows)
         decode = self._decode_dynamic if self.mode == "dynamic" else self._decode_static
         tokens, logps = decode(rows, stops, ids, attn, steps, filtered)
-        return [self._completion(r, s, tokens[b], logps[b]) for b, (r, s) in enumerate(zip(rows, stops))]
+        return [self._completion(r, s, tokens[b], logps[b]) for b, (r, s) in enumerate(zip(rows[:real], stops))]
 
     @staticmethod
     def _completion(row: _Row, stops: list[int], tokens: list[int], logps: list[float]) -> Completion:
@@ -414,25 +456,107 @@ class HFEngine:
         from transformers import StaticCache
 
         batch, bucket = len(rows), self.kv_bucket
-        length = -(-(width + steps) // bucket) * bucket + 1  # +1: a window never spans the whole (contiguous) cache
+        # a power of two of KV buckets (+1: a window never spans the whole, contiguous, cache): a growing prefix
+        # (segments) rebuilds the workspace and recaptures its graphs a few times, not once per bucket
+        buckets = -(-(width + steps) // bucket)
+        length = max(buckets, min(1 << (buckets - 1).bit_length(), -(-self.max_model_len // bucket))) * bucket + 1
         stop_width = max(4, 1 << (max(map(len, stops), default=1) - 1).bit_length())
         params_ptr = next(self.model.parameters()).data_ptr()
-        key = (batch, length, stop_width, params_ptr)
-        old = self._ws_key
-        fits = bool(old) and old[0] == batch and old[1] >= length and old[2] >= stop_width and old[3] == params_ptr
-        if not fits:  # a larger workspace is reused: the window keeps reads at the filled part, graphs stay valid
-            self._ws = None  # free the old cache first
-            dev = self.device
-            z = lambda *shape, dtype=torch.long: torch.zeros(shape, dtype=dtype, device=dev)  # noqa: E731
-            sp = _SamplingTensors.build(rows, stops, self.vocab_size, dev, stop_width)
-            self._ws = _Workspace(
-                cache=StaticCache(config=self.model.config, max_cache_len=length), sp=sp,
-                valid=z(batch, length, dtype=torch.bool), tok=z(batch), lens=z(batch), width=z(), step=z(),
-                finished=z(batch, dtype=torch.bool), out_tok=z(batch, length), out_logp=z(batch, length, dtype=torch.float32),
-                pool=torch.cuda.graph_pool_handle() if dev.type == "cuda" else None,
-            )  # fmt: skip
-            self._ws_key = key
-        return self._ws
+        ws = self._workspaces.get(batch)
+        # a longer workspace is reused: the window keeps reads at the filled part, captured graphs stay valid
+        if ws is not None and ws.key[0] >= length and ws.key[1] >= stop_width and ws.key[2] == params_ptr:
+            self._workspaces.move_to_end(batch)
+            return ws
+        # the old cache lives until this chunk copied its prefixes, then goes (`_decode_static`)
+        self._retired = self._workspaces.pop(batch, None)
+        while len(self._workspaces) >= self.max_workspaces:
+            self._workspaces.popitem(last=False)
+        dev = self.device
+        z = lambda *shape, dtype=torch.long: torch.zeros(shape, dtype=dtype, device=dev)  # noqa: E731
+        sp = _SamplingTensors.build(rows, stops, self.vocab_size, dev, stop_width)
+        ws = _Workspace(
+            cache=StaticCache(config=self.model.config, max_cache_len=length), sp=sp,
+            valid=z(batch, length, dtype=torch.bool), tok=z(batch), lens=z(batch), width=z(), step=z(),
+            finished=z(batch, dtype=torch.bool), out_tok=z(batch, length), out_logp=z(batch, length, dtype=torch.float32),
+            pool=torch.cuda.graph_pool_handle() if dev.type == "cuda" else None,
+        )  # fmt: skip
+        ws.key = (length, stop_width, params_ptr)
+        self._workspaces[batch] = ws
+        return ws
+
+    def _weights_version(self) -> tuple[int, int]:
+        """Changes whenever a parameter is replaced or updated in place (optimizer steps bump version counters)."""
+        params = list(self.model.parameters())
+        return params[0].data_ptr(), sum(p._version for p in params)
+
+    def _reuse_prefixes(self, ws: _Workspace, rows: Sequence[_Row], width: int) -> int:
+        """Copy each row's longest cached prefix into `ws` (from any workspace's last chunk with the same prompt);
+        returns how many trailing slots still need a prefill (`width` when nothing was copied)."""
+        if not self.prefix_reuse:
+            return width
+        version = self._weights_version()
+        candidates = [*self._workspaces.values(), *([self._retired] if self._retired is not None else [])]
+        sources = [w for w in candidates if w.retained is not None and w.retained.version == version]
+        if not sources:
+            return width
+        best: list[tuple[int, _Workspace | None, int]] = []  # per row: (common prefix length, source, source row)
+        for row in rows:
+            ids, found = np.asarray(row.ids), (0, None, -1)
+            key = tuple(row.ids[: row.prompt_len])
+            for src in sources:
+                for b in src.retained.by_prompt.get(key, ()):
+                    held = src.retained.tokens[b]
+                    m = min(len(held), len(ids) - 1)  # the last id is always fed: its logits start decoding
+                    diff = np.flatnonzero(held[:m] != ids[:m])
+                    common = int(diff[0]) if diff.size else m
+                    if common > found[0]:
+                        found = (common, src, b)
+            best.append(found)
+        suffix = max(len(r.ids) - common for r, (common, _, _) in zip(rows, best))
+        if suffix >= width:
+            return width
+        for to, frm in zip(ws.cache.layers, sources[0].cache.layers):  # a fresh cache allocates on first use
+            if not to.is_initialized:
+                shape = (len(rows), frm.num_heads, 0)
+                to.lazy_initialization(
+                    torch.empty((*shape, frm.k_head_dim), dtype=frm.dtype, device=frm.device),
+                    torch.empty((*shape, frm.v_head_dim), dtype=frm.dtype, device=frm.device),
+                )
+        copy_upto = [len(r.ids) - suffix for r in rows]  # tokens [0, n - suffix) come from the cache
+        used = {id(s): s for _, s, _ in best if s is not None}
+        # `ws` itself first: copies from other workspaces may overwrite rows it is about to read
+        for src in sorted(used.values(), key=lambda w: w is not ws):
+            dst_b, dst_s, src_b, src_s = [], [], [], []
+            for b, (row, (_, s, sb), n) in enumerate(zip(rows, best, copy_upto)):
+                if s is src and n > 0:
+                    first = width - len(row.ids)
+                    dst_b += [b] * n
+                    dst_s += range(first, first + n)
+                    src_b += [sb] * n
+                    src_s += range(src.retained.start[sb], src.retained.start[sb] + n)
+            if not dst_b:
+                continue
+            index = [torch.tensor(x, device=self.device) for x in (dst_b, dst_s, src_b, src_s)]
+            for to, frm in zip(ws.cache.layers, src.cache.layers):
+                for name in ("keys", "values"):
+                    getattr(to, name)[index[0], :, index[1]] = getattr(frm, name)[index[2], :, index[3]]
+            self.reused_tokens += len(dst_b)
+        return suffix
+
+    def _retain(self, ws: _Workspace, rows: Sequence[_Row], width: int, tokens: list[list[int]], done: int) -> None:
+        """Record what the cache now holds: each row's ids, then the generated tokens that were fed (all but the
+        last), whether or not the row had stopped (KV only depends on the tokens before it)."""
+        if not self.prefix_reuse:
+            return
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for b, row in enumerate(rows):
+            if row.request >= 0:
+                by_prompt.setdefault(tuple(row.ids[: row.prompt_len]), []).append(b)
+        ws.retained = _Retained(
+            version=self._weights_version(), by_prompt=by_prompt,
+            tokens=[np.asarray(r.ids + t[: done - 1]) for r, t in zip(rows, tokens)],
+            start=[width - len(r.ids) for r in rows],
+        )  # fmt: skip
 
     def _sample_into(self, ws: _Workspace, logits: torch.Tensor, filtered: bool) -> None:
         """Sample token number `ws.step` for every row and advance the state in place (graph-capturable)."""
@@ -474,7 +598,11 @@ class HFEngine:
         batch, width = ids.shape
         ws = self._workspace(rows, stops, width, steps)
         _SamplingTensors.build(rows, stops, self.vocab_size, self.device, ws.sp.stops.shape[1]).copy_into(ws.sp)
-        ws.cache.reset()
+        start = self._reuse_prefixes(ws, rows, width)  # slots [0, width - start) now hold copied prefixes
+        self._retired = None
+        for layer in ws.cache.layers:  # no zeroing: slots are read only where `valid` says they were written
+            layer.cumulative_length.fill_(width - start)
+        ws.retained = None
         ws.valid.zero_()
         ws.valid[:, :width] = attn.bool()
         ws.lens.copy_(attn.sum(-1))
@@ -487,8 +615,9 @@ class HFEngine:
         previous_attn = self.model.config._attn_implementation
         self.model.config._attn_implementation = _ATTN_NAME
         try:
+            cut = width - start
             out = self.model(
-                input_ids=ids, attention_mask=mask[:, None], position_ids=self._prefill_inputs(attn),
+                input_ids=ids[:, cut:], attention_mask=mask[:, None, cut:], position_ids=self._prefill_inputs(attn)[:, cut:],
                 past_key_values=ws.cache, use_cache=True, logits_to_keep=1, brevity_kv_window=width,
             )  # fmt: skip
             self._sample_into(ws, out.logits[:, -1], filtered)
@@ -501,7 +630,9 @@ class HFEngine:
                     break
         finally:
             self.model.config._attn_implementation = previous_attn
-        return ws.out_tok[:, :done].tolist(), ws.out_logp[:, :done].tolist()
+        tokens = ws.out_tok[:, :done].tolist()
+        self._retain(ws, rows, width, tokens, done)
+        return tokens, ws.out_logp[:, :done].tolist()
 
     def _replay(self, ws: _Workspace, window: int, filtered: bool) -> None:
         """Run the step through its CUDA graph; the first step of a new window runs eagerly, then gets captured."""

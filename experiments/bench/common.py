@@ -3,9 +3,9 @@
 - `add_common_args` / `load_model`: `--model` is an alias, a folder, or "tiny" (a random 2-layer Qwen2 with
   SmolLM2's tokenizer and chat template, built in a temp folder, as tests/conftest.py does; only for CPU smoke runs).
 - `CountingEngine`: wraps an `Engine` and records, per `generate` call, what the engine actually computed: rows,
-  tokens prefilled (prompt + prefix of every row: HFEngine has no prefix cache, so a resumed or exited row re-reads
-  its whole context), tokens decoded, and decode slots (rows x steps the batch ran: static batching keeps a finished
-  row in the batch until its chunk ends).
+  tokens prefilled (prompt + prefix of every row, minus what HFEngine's prefix reuse copied from its KV cache: an
+  exit's trace prefix, a resumed sample's tokens so far), tokens reused, tokens decoded, and decode slots (rows x
+  steps the batch ran: static batching keeps a finished row in the batch until its chunk ends).
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ def add_common_args(parser: argparse.ArgumentParser, *, engine: bool = True) -> 
             "--warmup", action=argparse.BooleanOptionalAction, default=None, help="untimed warm-up (default: on CUDA)"
         )
         parser.add_argument(
-            "--mode", default="auto", help="HFEngine mode; auto = static (CUDA graphs) on CUDA, dynamic on CPU"
+            "--mode", default="auto", help="HFEngine mode; auto = compiled (CUDA graphs) on CUDA, dynamic on CPU"
         )
+        parser.add_argument(
+            "--prefix-reuse", action=argparse.BooleanOptionalAction, default=True,
+            help="HFEngine copies cached KV of a row's known prefix instead of prefilling it (static/compiled modes)",
+        )  # fmt: skip
 
 
 def setup(args: argparse.Namespace) -> None:
@@ -105,6 +109,7 @@ def load_model(name: str, device: str, dtype: str) -> tuple[Any, Any]:
 def make_engine(model: Any, tokenizer: Any, args: argparse.Namespace, **kwargs: Any) -> Any:
     from rollouts.hf_engine import HFEngine
 
+    kwargs.setdefault("prefix_reuse", getattr(args, "prefix_reuse", True))
     return HFEngine(model, tokenizer=tokenizer, mode=args.mode, **kwargs)
 
 
@@ -130,7 +135,8 @@ def sync(device: Any) -> None:
 @dataclass
 class CallStats:
     rows: int
-    prefill_tokens: int  # sum over rows of prompt + prefix tokens
+    prefill_tokens: int  # prompt + prefix tokens the engine prefilled (summed over rows, minus reused_tokens)
+    reused_tokens: int  # prompt + prefix tokens copied from the engine's KV cache instead (HFEngine prefix reuse)
     decode_tokens: int  # new tokens returned
     decode_slots: int  # rows x decode steps run, per chunk (estimate from the returned lengths)
     wall_s: float
@@ -149,14 +155,17 @@ class CountingEngine:
         device = getattr(self.engine, "device", "cpu")
         sync(device)
         start = time.perf_counter()
+        reused = getattr(self.engine, "reused_tokens", 0)
         out = self.engine.generate(requests)
         sync(device)
         wall = time.perf_counter() - start
+        reused = getattr(self.engine, "reused_tokens", 0) - reused
         rows = [(r, c) for r, cs in zip(requests, out) for c in cs]
         self.calls.append(
             CallStats(
                 rows=len(rows),
-                prefill_tokens=sum(len(r.prompt_ids) + len(r.prefix_ids) for r, _ in rows),
+                prefill_tokens=sum(len(r.prompt_ids) + len(r.prefix_ids) for r, _ in rows) - reused,
+                reused_tokens=reused,
                 decode_tokens=sum(len(c.token_ids) for _, c in rows),
                 decode_slots=self._slots(rows),
                 wall_s=wall,
@@ -188,7 +197,10 @@ class CountingEngine:
 
 
 def totals(calls: Sequence[CallStats]) -> dict[str, Any]:
-    t = {k: sum(getattr(c, k) for c in calls) for k in ("rows", "prefill_tokens", "decode_tokens", "decode_slots")}
+    t = {
+        k: sum(getattr(c, k) for c in calls)
+        for k in ("rows", "prefill_tokens", "reused_tokens", "decode_tokens", "decode_slots")
+    }
     t["engine_calls"] = len(calls)
     t["engine_wall_s"] = sum(c.wall_s for c in calls)
     t["slot_utilization"] = t["decode_tokens"] / t["decode_slots"] if t["decode_slots"] else None

@@ -6,7 +6,8 @@ batch width B = `--slots`:
   finishes (what a non-segmented rollout does: the batch waits for the tail); `StandardStrategy` with per-prompt caps;
 - segments S: `SegmentStrategy` (G = 1, `max_pending` = B, segment length L_seg = ceil(L_max / S)): every call
   decodes at most L_seg tokens for each of the B pooled samples; finished samples leave, queued ones take their
-  slots, unfinished ones resume next call from prompt + their tokens so far (re-prefilled: no prefix cache).
+  slots, unfinished ones resume next call from prompt + their tokens so far (the engine copies their cached KV and
+  prefills only what it does not hold: the new prompts, and each resumed sample's last token).
   S = 1 is the same rollout as one_shot through the strategy's machinery (a check: its ratio should be ~1).
 
 Lengths are synthetic, on purpose: sample i must stop after exactly `length[i]` tokens, drawn once from a lognormal
@@ -204,6 +205,7 @@ def main() -> None:
     for name, S in arms:
         warm = warm_up(engine, args, vocab) if args.warmup else None
         engine.take()
+        engine.engine.clear_prefix_cache()
         if S is None:
             wall, finished, timeline, samples = one_shot(engine, prompts, lengths, args)
         else:

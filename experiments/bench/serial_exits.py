@@ -2,14 +2,17 @@
 
 Arms (methods.md §1; rollouts/strategies):
 - parallel: `StandardStrategy` with G = num_exits + 1 independent full samples per prompt (one engine call);
-- serial: `SerialExitStrategy`, one full trace per prompt, then num_exits exits per trace, each re-prefilled from
-  prompt + trace prefix + inducer and answered within `--answer-max-tokens` (two engine calls).
+- serial: `SerialExitStrategy`, one full trace per prompt, then num_exits exits per trace, each continuing from
+  prompt + trace prefix + inducer and answered within `--answer-max-tokens` (two engine calls); the engine copies
+  the trace's cached KV for prompt + prefix and prefills only the inducer (HFEngine prefix reuse);
+- serial_prefill: the same with prefix reuse off, so every exit prefills prompt + trace prefix + inducer again.
 Both sample at `--temperature` (default 1) with top_p 1 and top_k 0, full traces capped at `--max-tokens`, on one
 `HFEngine` (static mode with CUDA graphs on a GPU) shared by both arms, as the trainer shares it across steps.
 SmolLM2 has no `</think>`, so the whole trace counts as thinking (the strategy's unclosed-trace rule).
 
-Cost is reported as computed, not as ideal: HFEngine has no prefix cache, so `prefill_tokens` counts every row's
-prompt + prefix (an exit re-reads its prompt and trace prefix); `decode_tokens` counts new tokens returned;
+Cost is reported as computed, not as ideal: `prefill_tokens` counts the prompt + prefix tokens each arm prefilled and
+`reused_tokens` those copied from the cache (each arm starts with an empty prefix cache, as a training step does after
+a weight update); `decode_tokens` counts new tokens returned;
 `decode_slots` counts rows x steps the batch ran (a row that finished early waits for its chunk). Each arm runs once
 untimed (CUDA-graph capture), then `--repeats` timed runs in alternating order; the median wall time is reported and
 `ratio.wall` = serial / parallel (the issue's goal: <= 0.35).
@@ -53,6 +56,8 @@ from rollouts.types import SamplingParams  # noqa: E402
 def run_arm(arm: str, engine: CountingEngine, tokenizer: Any, prompts: list[list[int]], args: argparse.Namespace):
     """One rollout of every prompt; returns (wall seconds, samples, per-call stats)."""
     params = SamplingParams(temperature=args.temperature, top_p=1.0, top_k=0, max_tokens=args.max_tokens)
+    engine.engine.clear_prefix_cache()  # only reuse within the arm (across steps, the weights would have changed)
+    engine.engine.prefix_reuse = arm != "serial_prefill" and args.prefix_reuse
     if arm == "parallel":
         strategy: Any = StandardStrategy(engine, params, args.num_exits + 1)
     else:
@@ -78,7 +83,7 @@ def describe(arm: str, samples: list[Any]) -> dict[str, Any]:
         "full_trace_len_max": max(len(s.completion_ids) for s in full),
         "full_trace_stopped": sum(s.finish_reason == "stop" for s in full) / len(full),
     }
-    if arm == "serial":
+    if arm != "parallel":
         exits = [s for s in samples if not s.extras.get("is_full_trace")]
         answers = [len(s.completion_ids) - s.extras["exit_position"] - s.extras["num_inserted"] for s in exits]
         out["exit_answer_len_mean"] = statistics.fmean(answers) if answers else 0.0
@@ -105,7 +110,10 @@ def main() -> None:
     model, tokenizer = load_model(args.model, args.device, args.dtype)
     prompts, source = load_prompts(tokenizer, args.prompts, args.data, args.template)
     rows = args.prompts * (args.num_exits + 1)
-    engine = CountingEngine(make_engine(model, tokenizer, args, max_batch_size=args.max_batch_size or rows))
+    # three batch sizes (parallel rows, traces, exits): a workspace each, so no arm recaptures graphs every repeat
+    engine = CountingEngine(
+        make_engine(model, tokenizer, args, max_batch_size=args.max_batch_size or rows, max_workspaces=3)
+    )
     report: dict[str, Any] = {
         "benchmark": "serial_exits", **environment(args.device), "model": args.model, "dtype": str(model.dtype),
         "engine_mode": engine.engine.mode, "data": source, "prompts": args.prompts,
@@ -114,7 +122,7 @@ def main() -> None:
         "temperature": args.temperature, "max_batch_size": engine.engine.max_batch_size, "repeats": args.repeats,
         "goal": "serial wall time <= 0.35 x parallel", "runs": [],
     }  # fmt: skip
-    arms = ("parallel", "serial")
+    arms = ("parallel", "serial", "serial_prefill")
     if args.warmup:
         for arm in arms:
             wall, _, _ = run_arm(arm, engine, tokenizer, prompts, args)
@@ -131,13 +139,14 @@ def main() -> None:
     summary: dict[str, Any] = {}
     for arm in arms:
         runs = [x for x in report["runs"] if x["arm"] == arm]
-        keys = ("decode_tokens", "prefill_tokens", "decode_slots", "rows", "engine_calls")
+        keys = ("decode_tokens", "prefill_tokens", "reused_tokens", "decode_slots", "rows", "engine_calls")
         summary[arm] = {"wall_s_median": median([x["wall_s"] for x in runs])}
         summary[arm].update({f"{k}_mean": statistics.fmean(x[k] for x in runs) for k in keys})
     report["summary"] = summary
-    p, s = summary["parallel"], summary["serial"]
+    p, s, sp = summary["parallel"], summary["serial"], summary["serial_prefill"]
     report["ratio"] = {
         "wall": s["wall_s_median"] / p["wall_s_median"],
+        "wall_without_prefix_reuse": sp["wall_s_median"] / p["wall_s_median"],
         "decode_tokens": s["decode_tokens_mean"] / p["decode_tokens_mean"],
         "prefill_tokens": s["prefill_tokens_mean"] / p["prefill_tokens_mean"],
         "decode_slots": s["decode_slots_mean"] / p["decode_slots_mean"],

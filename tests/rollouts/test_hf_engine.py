@@ -213,3 +213,50 @@ def test_gpu_modes_match_dynamic(mode: str) -> None:
     assert [ids(g) for g in fast.generate(reqs)] == expected
     if mode != "continuous":  # graphs are reused on the second call
         assert [ids(g) for g in fast.generate(reqs)] == expected
+
+
+def test_prefix_reuse_copies_cached_kv_and_changes_nothing(tiny_model_path: str) -> None:
+    """Exits after traces and continuations of unfinished samples copy their cached prefix instead of prefilling it;
+    the outputs equal an engine that prefills everything, and a weight update invalidates the cache."""
+    reusing = HFEngine(tiny_model_path, mode="static", kv_bucket=4, batch_buckets=True)
+    plain = HFEngine(reusing.model, mode="static", kv_bucket=4, batch_buckets=True, prefix_reuse=False)
+
+    def both(requests: list[Request]) -> list[list]:
+        out, expected = reusing.generate(requests), plain.generate(requests)
+        assert [ids(g) for g in out] == [ids(g) for g in expected]
+        for got, want in zip(out, expected):
+            for a, b in zip(got, want):
+                assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+        return out
+
+    traces = both([Request(p, SamplingParams(temperature=1.0, max_tokens=12, seed=3, logprobs=True)) for p in PROMPTS])
+    assert reusing.reused_tokens == 0  # nothing cached yet
+    inducer = [50, 51, 52]
+    exits = [
+        Request(p, SamplingParams(temperature=1.0, max_tokens=6, seed=10 * i + k, logprobs=True), t[:cut] + inducer)
+        for i, (p, (trace,)) in enumerate(zip(PROMPTS, traces))
+        for k, cut in enumerate((1, 4, len(trace.token_ids)))
+        for t in [trace.token_ids]
+    ]
+    answers = both(exits)  # 9 rows: a bucket of 16, a new workspace filled from the traces' one
+    # an exit's prompt + trace prefix is cached, but for a cut at the trace's end, whose last token was never fed
+    # back; one prefill covers the longest uncached suffix S for every row, so each row copies all but S tokens
+    lengths = [len(r.prompt_ids) + len(r.prefix_ids) for r in exits]
+    cached = [
+        len(r.prompt_ids) + min(len(r.prefix_ids) - 3, len(t.token_ids) - 1)
+        for r, (t,) in zip(exits, [g for g in traces for _ in range(3)])
+    ]
+    suffix = max(n - c for n, c in zip(lengths, cached))
+    assert suffix == 4 and reusing.reused_tokens == sum(n - suffix for n in lengths)
+    more = [
+        Request(r.prompt_ids, SamplingParams(temperature=1.0, max_tokens=5, seed=99), list(r.prefix_ids) + a.token_ids)
+        for r, (a,) in zip(exits, answers)
+    ]
+    before = reusing.reused_tokens
+    both(more)  # longer rows: the workspace grows, its old cache is copied before it goes
+    assert reusing.reused_tokens - before == sum(len(r.prompt_ids) + len(r.prefix_ids) - 1 for r in more)
+    with torch.no_grad():  # an optimizer step: in place, so version counters change
+        reusing.model.model.layers[0].mlp.up_proj.weight.mul_(1.5)
+    before = reusing.reused_tokens
+    both(more)
+    assert reusing.reused_tokens == before
