@@ -260,3 +260,29 @@ def test_prefix_reuse_copies_cached_kv_and_changes_nothing(tiny_model_path: str)
     before = reusing.reused_tokens
     both(more)
     assert reusing.reused_tokens == before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_prefix_reuse_matches_dynamic() -> None:
+    """CUDA graphs + compile: exits cut from traces reuse the traces' cached KV and still equal the dynamic loop."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, eos_token_id=2, pad_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).to("cuda").eval()
+    dynamic, fast = HFEngine(model, mode="dynamic"), HFEngine(model, mode="compiled")
+    traces = [Request(p, SamplingParams(n=2, temperature=0.9, max_tokens=60, seed=i)) for i, p in enumerate(PROMPTS)]
+    expected = [ids(g) for g in dynamic.generate(traces)]
+    assert [ids(g) for g in fast.generate(traces)] == expected
+    exits = [
+        Request(r.prompt_ids, SamplingParams(temperature=0.9, max_tokens=30, seed=7 + cut), t[:cut] + [50, 51, 52])
+        for r, group in zip(traces, expected)
+        for t in group
+        for cut in (5, 33, 60)
+    ]
+    assert [ids(g) for g in fast.generate(exits)] == [ids(g) for g in dynamic.generate(exits)]
+    assert fast.reused_tokens > 0

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
+# On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
+# Jobs: serial64 serial128 serial128long segments decode steptime gputests
+set -u
+OUT=${OUT:-runs/bench}
+mkdir -p "$OUT"
+B=experiments/bench
+for job in "$@"; do
+  start=$(date +%s)
+  case $job in
+    serial64) python3 $B/serial_exits.py --prompts 64 --out "$OUT/$job.json" ;;
+    serial128) python3 $B/serial_exits.py --prompts 128 --out "$OUT/$job.json" ;;
+    serial128long) python3 $B/serial_exits.py --prompts 128 --max-tokens 2048 --answer-max-tokens 256 --repeats 2 \
+      --out "$OUT/$job.json" ;;
+    segments) python3 $B/segments.py --out "$OUT/$job.json" ;;
+    decode) python3 $B/decode_throughput.py --models smollm2-135m-instruct --batch 256 --new-tokens 512 \
+      --modes stock compiled --out "$OUT/$job.json" ;;
+    steptime) python3 $B/step_time.py --steps 3 --out "$OUT/$job.json" ;;
+    gputests) python3 -m pytest -p no:cacheprovider -q -m gpu tests/rollouts/test_hf_engine.py -o addopts="" ;;
+    *) echo "unknown job $job" >&2; continue ;;
+  esac > "$OUT/$job.log" 2>&1
+  echo "$job: rc $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/jobs.txt"
+  tail -n 3 "$OUT/$job.log"
+done
