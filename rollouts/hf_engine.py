@@ -383,11 +383,13 @@ class HFEngine:
         return [list(dict.fromkeys([*self.eos_token_ids, *r.params.stop_token_ids])) for r in rows]
 
     def _bucket(self, batch: int) -> int:
-        """Static-mode batch size for `batch` rows: a power of two (at least 8), at most max_batch_size, so a few
-        workspaces and CUDA graphs serve every call (a pool that drains would otherwise capture one per size)."""
+        """Static-mode batch size for `batch` rows: an existing workspace's if at most twice `batch`, else a power of
+        two (at least 8, at most max_batch_size), so a few workspaces, CUDA graphs and compiled shapes serve every
+        call (a pool that drains would otherwise capture, and compile, one per size)."""
         if not self.batch_buckets or self.mode == "dynamic":
             return batch
-        return max(batch, min(self.max_batch_size, max(8, 1 << (batch - 1).bit_length())))
+        held = [b for b in self._workspaces if batch <= b <= 2 * batch]
+        return min(held) if held else max(batch, min(self.max_batch_size, max(8, 1 << (batch - 1).bit_length())))
 
     def _run_chunk(self, rows: Sequence[_Row]) -> list[Completion]:
         """Left-pad one chunk, decode it with the engine's mode, cut each row at its first stop token."""
@@ -458,8 +460,11 @@ class HFEngine:
         batch, bucket = len(rows), self.kv_bucket
         # a power of two of KV buckets (+1: a window never spans the whole, contiguous, cache): a growing prefix
         # (segments) rebuilds the workspace and recaptures its graphs a few times, not once per bucket
+        # KV buckets rounded up to an eighth of an octave (under 25% unused): a growing prefix (segments) rebuilds the
+        # workspace and recaptures its graphs a few times, not once per bucket
         buckets = -(-(width + steps) // bucket)
-        length = max(buckets, min(1 << (buckets - 1).bit_length(), -(-self.max_model_len // bucket))) * bucket + 1
+        step = 1 << max(0, (buckets - 1).bit_length() - 3)
+        length = max(buckets, min(-(-buckets // step) * step, -(-self.max_model_len // bucket))) * bucket + 1
         stop_width = max(4, 1 << (max(map(len, stops), default=1) - 1).bit_length())
         params_ptr = next(self.model.parameters()).data_ptr()
         ws = self._workspaces.get(batch)
@@ -471,6 +476,7 @@ class HFEngine:
         self._retired = self._workspaces.pop(batch, None)
         while len(self._workspaces) >= self.max_workspaces:
             self._workspaces.popitem(last=False)
+        self._make_room(batch * length * self._kv_bytes_per_token())
         dev = self.device
         z = lambda *shape, dtype=torch.long: torch.zeros(shape, dtype=dtype, device=dev)  # noqa: E731
         sp = _SamplingTensors.build(rows, stops, self.vocab_size, dev, stop_width)
@@ -483,6 +489,27 @@ class HFEngine:
         ws.key = (length, stop_width, params_ptr)
         self._workspaces[batch] = ws
         return ws
+
+    def _kv_bytes_per_token(self) -> int:
+        config = self.model.config.get_text_config(decoder=True)
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return 2 * config.num_hidden_layers * heads * dim * self.model.dtype.itemsize
+
+    def _make_room(self, needed: int) -> None:
+        """Free the least recently used caches (the retired one first) until `needed` bytes (+10%) fit on the GPU."""
+        if self.device.type != "cuda":
+            return
+        while True:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+            if free >= 1.1 * needed or (self._retired is None and not self._workspaces):
+                return
+            if self._retired is not None:
+                self._retired = None
+            else:
+                self._workspaces.popitem(last=False)
+            torch.cuda.empty_cache()
 
     def _weights_version(self) -> tuple[int, int]:
         """Changes whenever a parameter is replaced or updated in place (optimizer steps bump version counters)."""

@@ -11,7 +11,7 @@ for job in "$@"; do
   case $job in
     serial64) python3 $B/serial_exits.py --prompts 64 --out "$OUT/$job.json" ;;
     serial128) python3 $B/serial_exits.py --prompts 128 --out "$OUT/$job.json" ;;
-    serial128long) python3 $B/serial_exits.py --prompts 128 --max-tokens 2048 --answer-max-tokens 256 --repeats 2 \
+    serial128long) python3 $B/serial_exits.py --prompts 128 --max-tokens 2048 --answer-max-tokens 256 --repeats 2 --max-batch-size 576 \
       --out "$OUT/$job.json" ;;
     segments) python3 $B/segments.py --out "$OUT/$job.json" ;;
     decode) python3 $B/decode_throughput.py --models smollm2-135m-instruct --batch 256 --new-tokens 512 \

@@ -265,7 +265,10 @@ def test_prefix_reuse_copies_cached_kv_and_changes_nothing(tiny_model_path: str)
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_prefix_reuse_matches_dynamic() -> None:
-    """CUDA graphs + compile: exits cut from traces reuse the traces' cached KV and still equal the dynamic loop."""
+    """CUDA graphs + compile: exits cut from traces reuse the traces' cached KV and still equal the dynamic loop.
+
+    Greedy exits: the reused KV was computed by decode steps, not a prefill, so it differs in the last float bits;
+    with a random model's near-uniform distribution over 49k tokens that moves a sampled token to its neighbour."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
@@ -279,7 +282,7 @@ def test_gpu_prefix_reuse_matches_dynamic() -> None:
     expected = [ids(g) for g in dynamic.generate(traces)]
     assert [ids(g) for g in fast.generate(traces)] == expected
     exits = [
-        Request(r.prompt_ids, SamplingParams(temperature=0.9, max_tokens=30, seed=7 + cut), t[:cut] + [50, 51, 52])
+        Request(r.prompt_ids, SamplingParams(temperature=0, max_tokens=30), t[:cut] + [50, 51, 52])
         for r, group in zip(traces, expected)
         for t in group
         for cut in (5, 33, 60)
