@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,13 @@ def build_trainer(config: ExperimentConfig) -> Any:
     model = load_model(model_path, dtype="bfloat16" if config.grpo.bf16 else "float32", device="cpu")
     engine_name = config.rollout.engine
 
-    def engine_factory(live_model: Any) -> Any:
+    def engine_factory(rollout_model: Callable[[], Any]) -> Any:
+        """vLLM loads its own weights (synced each step); transformers decodes on the trainer's rollout model."""
         from rollouts.engines import make_engine
 
         if engine_name == "vllm":
             return make_engine("vllm", model_path)
-        return make_engine("transformers", live_model, tokenizer=tokenizer)
+        return make_engine("transformers", rollout_model(), tokenizer=tokenizer)
 
     return BrevityTrainer(
         model=model,

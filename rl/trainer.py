@@ -9,7 +9,9 @@ Seams, each small and named:
   is recomputed on the gathered batch, over the groups dynamic sampling kept;
 - sample filter: dynamic sampling drops zero-variance groups and refills from extra generation rounds (capped);
 - token masks: inserted tokens via TRL's `env_mask`, DMMPT (UloRL) multiplied into the same `tool_mask`;
-- trainer state: strategy pool / RNGs and the refill order are saved in every checkpoint and restored on resume.
+- trainer state: strategy pool / RNGs and the refill order are saved in every checkpoint and restored on resume;
+- sharded training (ZeRO-3, FSDP2, detected as TRL's `_dist` does): the engine decodes on a whole copy of the policy
+  that gets the gathered weights once per optimizer step (rl/weight_sync.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rl.batching import RefillOrder, rng_from_json, rng_to_json, row_columns, ro
 from rl.losses import dmmpt_mask, masked_fraction
 from rl.sampling import DynamicSampler
 from rl.variants.base import GroupBatch, Plan
+from rl.weight_sync import full_copy, full_state
 from rollouts.strategies.base import derive_seed
 from rollouts.templates import BUDGET_SLOT
 from rollouts.types import Sample, SamplingParams
@@ -40,23 +43,32 @@ MAX_SEGMENT_ROUNDS = 64
 
 
 class BrevityTrainer(GRPOTrainer):
-    """GRPOTrainer + a variant `Plan`. `engine_factory(model)` builds the rollout engine for the live policy;
-    None leaves generation to TRL itself (standard groups only)."""
+    """GRPOTrainer + a variant `Plan`. `engine_factory(rollout_model)` builds the rollout engine; an engine that
+    decodes with a transformers model calls `rollout_model()` once for it (the live policy, or under ZeRO-3/FSDP2 a
+    whole copy the trainer refills every step), one with weights of its own (vLLM) does not call it. None leaves
+    generation to TRL itself (standard groups only)."""
 
-    def __init__(self, *args: Any, plan: Plan, engine_factory: Callable[[Any], Any] | None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, plan: Plan, engine_factory: Callable[[Callable[[], Any]], Any] | None, **kwargs: Any
+    ) -> None:
         self.plan = plan
         self._engine_factory = engine_factory
         self._engine: Any = None
         self._strategy: Any = None
         self._params: SamplingParams | None = None
         self._calls = 0  # rollout calls so far; seeds each call's sampling
-        self._synced_step = 0  # the step whose weights a separate engine (vLLM) holds
+        self._synced_step: int | None = 0  # the step whose weights an engine with its own (vLLM, copy) holds
         self._rows: list[dict[str, Any]] = []  # TRL input rows of the generation round in progress
         self._ready: list[Sample] = []  # UloRL: released samples beyond this step's batch
         self._last: dict[str, torch.Tensor] = {}
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         super().__init__(*args, rollout_func=self._rollout if engine_factory else None, **kwargs)
         self._refill = RefillOrder(self.args.seed)  # the same on every rank: ranks take disjoint slices of one order
+        if engine_factory is not None and self._dist.fsdp_version == 1:
+            raise ValueError(
+                "brevity's rollout engines gather FSDP2 and ZeRO-3 weights, not FSDP1's flat parameters: set "
+                "fsdp_version: 2 (experiments/accelerate/fsdp2.yaml)"
+            )
         names = list(self.reward_func_names)
         if plan.group_transform is not None and plan.transform_column not in names:
             raise ValueError(f"the variant rewrites reward {plan.transform_column!r}, which is not among {names}")
@@ -68,7 +80,7 @@ class BrevityTrainer(GRPOTrainer):
         from rollouts.strategies.standard import StandardStrategy
 
         args, kw = self.args, dict(self.plan.strategy_kwargs)
-        self._engine = self._engine_factory(self.accelerator.unwrap_model(self.model))
+        self._engine = self._engine_factory(self._rollout_model)
         # Segments derive a seed per (group, member, segment) from this one; other strategies are seeded per call.
         rank = self.accelerator.process_index
         seed = derive_seed(args.seed, rank) if self.plan.strategy == "segments" else None
@@ -99,12 +111,31 @@ class BrevityTrainer(GRPOTrainer):
         )
         return list(out["input_ids"])
 
+    @property
+    def sharded(self) -> bool:
+        """ZeRO-3 or FSDP: each rank holds a shard of every weight (TRL's `_dist` decides, as for its vLLM sync)."""
+        return bool(self._dist.is_zero3 or self._dist.is_fsdp)
+
+    def _rollout_model(self) -> Any:
+        """The model a transformers engine decodes with: the live policy, or when it is sharded a whole copy on this
+        rank's device (in the dtype an unsharded run decodes in) that `_sync_engine` fills before each step's first
+        rollout. Called by the engine factory, so a vLLM engine never pays for the copy."""
+        live = self.accelerator.unwrap_model(self.model)
+        if not self.sharded:
+            return live
+        args = self.args
+        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else next(live.parameters()).dtype
+        self._synced_step = None  # the copy holds no weights yet
+        return full_copy(live, self.accelerator.device, dtype)
+
     def _sync_engine(self) -> None:
-        """A separate engine (vLLM) gets the policy's weights once per step; one sharing the model needs nothing."""
+        """An engine with weights of its own (vLLM, the copy under sharding) gets the policy's once per optimizer step,
+        gathered one tensor at a time (a collective: every rank gets here together); one on the live policy needs
+        nothing."""
         live = self.accelerator.unwrap_model(self.model)
         if getattr(self._engine, "model", None) is live or self._synced_step == self.state.global_step:
             return
-        self._engine.load_weights(live.state_dict().items())
+        self._engine.load_weights(full_state(live, self.accelerator.device))
         self._synced_step = self.state.global_step
 
     def _rollout(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:

@@ -37,10 +37,11 @@ class ScriptedEngine:
     """`Engine` whose completions depend only on (prompt ids, prefix ids, sample index).
 
     Member j of a prompt's group is MARK+j, 1-7 filler tokens, an answer token, eos. A prompt's groups have a
-    correctness ratio of 0, 1/4, .. or 1 (so some groups have zero reward variance). With `thinking=m` (S-GRPO) the
-    trace is MARK, m-1 fillers, `</think>`, answer, eos: exactly m thinking tokens, so the exit positions are 1..m
-    whatever the strategy's RNG state. A request whose prefix is not the start of a member (an S-GRPO exit: trace
-    prefix + inducer) gets an answer token and eos, correct or not by (prompt, prefix length).
+    correctness ratio of 0, 1/4, .. or 1 (so some groups have zero reward variance). With `thinking=n` (S-GRPO) the
+    trace is MARK, n-1 fillers, `</think>`, answer, eos: exactly n thinking tokens. The driver sets n = m + 3 for m
+    exits, so the strategy draws its exit positions, and a 2-process run matches a 1-process run only if the draws
+    do not depend on which process holds which prompts. A request whose prefix is not the start of a member (an
+    S-GRPO exit: trace prefix + inducer) gets an answer token and eos, correct or not by (prompt, prefix length).
     """
 
     def __init__(
@@ -100,9 +101,9 @@ def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
     trainer = build_trainer(config)
     tokenizer = trainer.processing_class
     think_close = tokenizer.encode("</think>", add_special_tokens=False)
-    thinking = config.variant.num_exits if config.variant_name == "s_grpo" else None
+    thinking = config.variant.num_exits + 3 if config.variant_name == "s_grpo" else None  # positions are drawn
     if scripted:
-        trainer._engine_factory = lambda model: ScriptedEngine(tokenizer.eos_token_id, think_close, thinking)
+        trainer._engine_factory = lambda rollout_model: ScriptedEngine(tokenizer.eos_token_id, think_close, thinking)
 
     rank = trainer.accelerator.process_index
     log: dict[str, Any] = {"rank": rank, "world": trainer.accelerator.num_processes, "records": []}

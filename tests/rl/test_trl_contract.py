@@ -67,3 +67,23 @@ def test_config_fields_used() -> None:
         "top_k",
     ):
         assert name in fields, name
+
+
+def test_distributed_backend_tells_sharded_training_apart() -> None:
+    """rl/trainer.py reads GRPOTrainer's `_dist` (TRL's own ZeRO-3 / FSDP check) to decide whether the rollout
+    engine needs a whole copy of the policy."""
+    from types import SimpleNamespace
+
+    from trl.distributed import DistributedBackend
+
+    assert "self._dist = DistributedBackend(self.accelerator)" in inspect.getsource(GRPOTrainer.__init__)
+
+    def backend(zero_stage: int | None, fsdp_version: int | None) -> DistributedBackend:
+        ds = None if zero_stage is None else SimpleNamespace(zero_stage=zero_stage)
+        fsdp = None if fsdp_version is None else SimpleNamespace(fsdp_version=fsdp_version)
+        return DistributedBackend(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=ds, fsdp_plugin=fsdp)))
+
+    assert backend(3, None).is_zero3 and not backend(3, None).is_fsdp
+    assert not backend(2, None).is_zero3 and not backend(None, None).is_fsdp
+    fsdp2 = backend(None, 2)
+    assert fsdp2.is_fsdp and fsdp2.fsdp_version == 2 and not fsdp2.is_zero3

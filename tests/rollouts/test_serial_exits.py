@@ -7,6 +7,7 @@ import json
 import pytest
 
 from rollouts.strategies import SerialExitStrategy
+from rollouts.strategies.serial_exits import prompt_key
 from rollouts.types import Completion, Request, SamplingParams
 from tests.rollouts.scripted_engine import EOS, Script, ScriptedEngine, logprob_of
 
@@ -132,6 +133,42 @@ def test_seeded_and_state_round_trip() -> None:
     fresh = make(engine, seed=99)
     fresh.load_state_dict(state)
     assert fresh.generate([[1]]) == after
+
+
+def _positions(samples: list) -> dict[tuple[int, ...], list[int]]:
+    """Each prompt's exit positions, keyed by its token ids."""
+    out: dict[tuple[int, ...], list[int]] = {}
+    for s in samples:
+        if not s.extras["is_full_trace"]:
+            out.setdefault(tuple(s.prompt_ids), []).append(s.extras["exit_position"])
+    return out
+
+
+def test_exit_positions_do_not_depend_on_how_prompts_are_split() -> None:
+    """2 ranks holding half of the prompts each draw, call after call, what 1 rank holding all of them draws."""
+    script = Script(lambda p, j: 12 + 5 * len(p))  # 17-32 thinking tokens: 4 of them drawn per prompt
+    prompts = [[1], [2, 3], [4, 5, 6], [7, 8, 9, 10]]
+    one = make(ScriptedEngine(script), seed=11)
+    ranks = [make(ScriptedEngine(script), seed=11) for _ in range(2)]
+    seen = []
+    for _ in range(3):
+        whole = _positions(one.generate(prompts))
+        split = {**_positions(ranks[0].generate(prompts[0::2])), **_positions(ranks[1].generate(prompts[1::2]))}
+        assert split == whole
+        seen.append(whole)
+    # a rank without prompts still counts the call, so the calls of all ranks stay numbered alike
+    assert ranks[0].generate([]) == []
+    assert _positions(ranks[1].generate(prompts[::-1])) == _positions(one.generate(prompts))
+    assert _positions(make(ScriptedEngine(script), seed=11).generate(prompts[::-1])) == seen[0]  # order is irrelevant
+    assert seen[0] != seen[1] != seen[2], "each call draws anew"
+    assert len({tuple(v) for v in seen[0].values()}) == 4, "each prompt draws its own positions"
+    assert _positions(make(ScriptedEngine(script), seed=12).generate(prompts)) != seen[0]
+
+
+def test_prompt_key_is_stable_across_processes() -> None:
+    """Not Python's salted `hash`: the same ids give the same key in every process and run."""
+    assert prompt_key([1, 2, 3]) == 1517167407554927345
+    assert prompt_key([3, 2, 1]) != prompt_key([1, 2, 3])
 
 
 def test_seeded_exits_get_distinct_seeds() -> None:

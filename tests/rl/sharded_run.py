@@ -1,0 +1,131 @@
+"""A training driver that records the rollout engine's weights at every weight sync; used by test_sharded.py and
+experiments/accelerate/sharded_check.py (the same check on GPUs).
+
+    accelerate launch --config_file <fsdp2 or ddp yaml> -m tests.rl.sharded_run --config a.yaml --out DIR
+
+The run is the production path (`rl.train.build_trainer`, the transformers engine, `trainer.train()`). After each
+`_sync_engine` every rank checks that the engine's weights equal the policy's gathered weights (`full_state`, a
+collective). Each rank writes DIR/rank<r>.json: per sync the check's result (rank 0 adds a fingerprint of the
+weights), per generation batch its local completions. Needs the transformers engine: it reads the engine's model.
+
+CPU FSDP: accelerate builds its FSDP state only for GPU process types (`use_cpu` gives MULTI_CPU, the FSDP plugin is
+dropped), although `fully_shard` works on CPU over gloo. `allow_cpu_fsdp()` puts the plugin back after accelerate
+made its state; this is the only test-only change to the production path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FINGERPRINT_VALUES = 8
+
+
+def allow_cpu_fsdp() -> None:
+    """Let `AcceleratorState` keep an FSDP plugin under `use_cpu` (see the module docstring)."""
+    import accelerate.state as state
+    from accelerate.utils import DistributedType
+
+    original = state.AcceleratorState.__init__
+    if getattr(original, "_brevity_cpu_fsdp", False):
+        return
+
+    def init(self: Any, *args: Any, fsdp_plugin: Any = None, **kwargs: Any) -> None:
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP  # what accelerate sets for GPU process types
+            self.fsdp_plugin = fsdp_plugin
+            state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # later states copy it
+
+    init._brevity_cpu_fsdp = True  # type: ignore[attr-defined]
+    state.AcceleratorState.__init__ = init
+
+
+def even_tokens(completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
+    """A reward that varies inside groups of a random model's samples: the fraction of even token ids."""
+    return [sum(t % 2 == 0 for t in ids) / max(len(ids), 1) for ids in completion_ids]
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Per tensor: sum, norm and the first few values (float64), enough to tell two weight sets apart."""
+    out = {}
+    for name, tensor in state.items():
+        t = tensor.detach().double().flatten()
+        out[name] = [float(t.sum()), float(t.norm()), *t[:FINGERPRINT_VALUES].tolist()]
+    return out
+
+
+def run(config_path: str, out_dir: Path) -> None:
+    from rl.config import load_config
+    from rl.train import build_trainer
+    from rl.weight_sync import full_state
+
+    config = load_config(config_path)
+    trainer = build_trainer(config)
+    rank = trainer.accelerator.process_index
+    log: dict[str, Any] = {"rank": rank, "world": trainer.accelerator.num_processes, "syncs": [], "batches": []}
+    sync = trainer._sync_engine
+    generate = trainer._generate_and_score_completions
+
+    def recorded_sync() -> None:
+        sync()
+        engine_model = trainer._engine.model
+        live = trainer.accelerator.unwrap_model(trainer.model)
+        held = engine_model.state_dict()
+        mismatched = [  # the engine stores a weight in its own dtype (bf16 copy of FSDP2's fp32 masters on GPUs)
+            name
+            for name, full in full_state(live, trainer.accelerator.device)
+            if not torch.equal(held[name], full.to(held[name].dtype))
+        ]
+        log["syncs"].append(
+            {
+                "global_step": trainer.state.global_step,
+                "synced_step": trainer._synced_step,
+                "sharded": trainer.sharded,
+                "engine_is_live_model": engine_model is live,
+                "engine_param_types": sorted({type(p).__name__ for p in engine_model.parameters()}),
+                "live_param_types": sorted({type(p).__name__ for p in live.parameters()}),
+                "mismatched": mismatched,
+                "fingerprint": fingerprint(held) if rank == 0 else None,
+            }
+        )
+
+    def recorded_generate(inputs: Any) -> Any:
+        out = generate(inputs)
+        ids, mask = out["completion_ids"].tolist(), out["completion_mask"].tolist()
+        completions = [[t for t, m in zip(row, mrow) if m] for row, mrow in zip(ids, mask)]
+        log["batches"].append({"global_step": trainer.state.global_step, "completion_ids": completions})
+        return out
+
+    trainer._sync_engine = recorded_sync
+    trainer._generate_and_score_completions = recorded_generate
+    start = time.perf_counter()
+    trainer.train()
+    log["train_seconds"] = time.perf_counter() - start
+    log["final_global_step"] = trainer.state.global_step
+    if torch.cuda.is_available():
+        log["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(log))
+    if torch.distributed.is_initialized():  # else gloo's threads may abort the process at exit ("terminate called")
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", required=True, help="experiment YAML")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    allow_cpu_fsdp()
+    run(args.config, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
