@@ -10,10 +10,17 @@ conditions on are exactly the ids the trainer sees, which is what the loss needs
 must contain the `</think>` id sequence, else a ValueError says the model has no such token or tokenises it
 differently in context. For a model without a special `</think>` token (SmolLM2) that sequence is several BPE
 tokens; a trace that writes `</think>` with another tokenisation is not found and counts as unclosed.
+
+Exit positions are a pure function of (strategy seed, call number, the prompt's token ids, its trace's thinking
+length): each prompt draws from its own `random.Random`, so a prompt gets the same exits whichever other prompts share
+its call, and 2 processes holding half of a batch each draw what 1 process holding all of it draws (the trainer calls
+every rank's strategy once per generation round, so call numbers agree). Identical prompts in one call draw the same
+positions (on their own traces).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -48,7 +55,8 @@ class SerialExitStrategy:
     again uniformly WITH replacement (a documented deviation from "without replacement"; duplicate exits get
     distinct ranks). A trace with no thinking at all (n = 0) exits at position 0, i.e. inducer only.
     `short_trace="shrink"` follows methods.md's default instead: use positions 1..n and return a smaller group.
-    `group_sizes` holds each prompt's group size of the last call either way.
+    `group_sizes` holds each prompt's group size of the last call either way. Positions: see the module docstring;
+    the state (for checkpoints) is the seed and the number of calls so far.
 
     Inserted inducer tokens get loss_mask 0 and log-prob 0.0 (they were not sampled, so they have no behaviour
     log-prob; 0.0 keeps the list aligned and is ignored where masked). The prefix's log-probs are the trace's.
@@ -98,7 +106,8 @@ class SerialExitStrategy:
                 f"model has no {think_close!r} token, or it tokenises differently inside the inducer text; pass "
                 "inducer_ids/think_close_ids explicitly"
             )
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.calls = 0  # generate() calls so far, empty ones included: part of each call's exit-position seeds
         self.group_sizes: list[int] = []
 
     def thinking_length(self, trace: Completion) -> int:
@@ -110,21 +119,26 @@ class SerialExitStrategy:
         stops = set(self.engine.eos_token_ids) | set(self.params.stop_token_ids)
         return len(ids) - 1 if trace.finish_reason == "stop" and ids and ids[-1] in stops else len(ids)
 
-    def exit_positions(self, n: int) -> list[int]:
+    def position_rng(self, call: int, prompt: Sequence[int]) -> random.Random:
+        """The generator of one prompt's exit positions in call number `call` (0-based)."""
+        return random.Random(derive_seed(self.seed, call, prompt_key(prompt)))
+
+    def exit_positions(self, n: int, rng: random.Random) -> list[int]:
         """m exit positions over 1..n, sorted; drawn without replacement when n >= m (see class doc otherwise)."""
         m = self.num_exits
         if n >= m:
-            return sorted(self.rng.sample(range(1, n + 1), m))
+            return sorted(rng.sample(range(1, n + 1), m))
         if self.short_trace == "shrink":
             return list(range(1, n + 1))
         if n == 0:
             return [0] * m
-        return sorted(list(range(1, n + 1)) + self.rng.choices(range(1, n + 1), k=m - n))
+        return sorted(list(range(1, n + 1)) + rng.choices(range(1, n + 1), k=m - n))
 
     def generate(self, prompts: Sequence[Sequence[int]], max_tokens: Sequence[int] | None = None) -> list[Sample]:
         """Two engine calls in all: the full traces (n=1 each), then every exit of every prompt in one batch."""
         if max_tokens is not None and len(max_tokens) != len(prompts):
             raise ValueError(f"max_tokens has {len(max_tokens)} entries for {len(prompts)} prompts")
+        call, self.calls = self.calls, self.calls + 1
         if not prompts:
             self.group_sizes = []
             return []
@@ -139,7 +153,7 @@ class SerialExitStrategy:
             # exits must leave room for the inducer and one answer token inside the model's length
             fits = max(0, self.engine.max_model_len - len(prompt) - len(self.inducer_ids) - 1)
             plans.append([])
-            for position in self.exit_positions(min(thinking[i], fits)):
+            for position in self.exit_positions(min(thinking[i], fits), self.position_rng(call, prompt)):
                 prefix = list(trace.token_ids[:position]) + self.inducer_ids
                 room = min(self.answer_max_tokens, self.engine.max_model_len - len(prompt) - len(prefix))
                 if room < 1:  # only when even the bare inducer does not fit: an empty, truncated answer
@@ -203,13 +217,22 @@ class SerialExitStrategy:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self.rng.getstate()
-        return {"name": self.name, "rng": [version, list(internal), gauss]}
+        return {"name": self.name, "seed": self.seed, "calls": self.calls}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_name(self.name, state)
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        if "calls" not in state:
+            raise ValueError(
+                "serial_exits state without 'calls': saved by a version that drew exit positions from one sequential "
+                "RNG, which this version cannot continue"
+            )
+        self.seed, self.calls = int(state["seed"]), int(state["calls"])
+
+
+def prompt_key(prompt: Sequence[int]) -> int:
+    """A stable 63-bit hash of a prompt's token ids (Python's `hash` is salted per process)."""
+    digest = hashlib.blake2b(",".join(map(str, prompt)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def _encode(tokenizer: TextEncoder | None, text: str) -> list[int]:
