@@ -458,10 +458,9 @@ class HFEngine:
         from transformers import StaticCache
 
         batch, bucket = len(rows), self.kv_bucket
-        # a power of two of KV buckets (+1: a window never spans the whole, contiguous, cache): a growing prefix
-        # (segments) rebuilds the workspace and recaptures its graphs a few times, not once per bucket
-        # KV buckets rounded up to an eighth of an octave (under 25% unused): a growing prefix (segments) rebuilds the
-        # workspace and recaptures its graphs a few times, not once per bucket
+        # KV buckets rounded up to an eighth of an octave (under 25% unused; +1: a window never spans the whole,
+        # contiguous, cache): a growing prefix (segments) rebuilds the workspace and recaptures its graphs a few
+        # times, not once per bucket
         buckets = -(-(width + steps) // bucket)
         step = 1 << max(0, (buckets - 1).bit_length() - 3)
         length = max(buckets, min(-(-buckets // step) * step, -(-self.max_model_len // bucket))) * bucket + 1
@@ -516,12 +515,12 @@ class HFEngine:
         params = list(self.model.parameters())
         return params[0].data_ptr(), sum(p._version for p in params)
 
-    def _reuse_prefixes(self, ws: _Workspace, rows: Sequence[_Row], width: int) -> int:
-        """Copy each row's longest cached prefix into `ws` (from any workspace's last chunk with the same prompt);
-        returns how many trailing slots still need a prefill (`width` when nothing was copied)."""
+    def _reuse_prefixes(self, ws: _Workspace, rows: Sequence[_Row], width: int, version: tuple[int, int]) -> int:
+        """Copy each row's longest cached prefix into `ws` (from any workspace's last chunk with the same prompt,
+        computed under weights `version`); returns how many trailing slots still need a prefill (`width` when
+        nothing was copied)."""
         if not self.prefix_reuse:
             return width
-        version = self._weights_version()
         candidates = [*self._workspaces.values(), *([self._retired] if self._retired is not None else [])]
         sources = [w for w in candidates if w.retained is not None and w.retained.version == version]
         if not sources:
@@ -570,7 +569,15 @@ class HFEngine:
             self.reused_tokens += len(dst_b)
         return suffix
 
-    def _retain(self, ws: _Workspace, rows: Sequence[_Row], width: int, tokens: list[list[int]], done: int) -> None:
+    def _retain(
+        self,
+        ws: _Workspace,
+        rows: Sequence[_Row],
+        width: int,
+        tokens: list[list[int]],
+        done: int,
+        version: tuple[int, int],
+    ) -> None:
         """Record what the cache now holds: each row's ids, then the generated tokens that were fed (all but the
         last), whether or not the row had stopped (KV only depends on the tokens before it)."""
         if not self.prefix_reuse:
@@ -580,7 +587,7 @@ class HFEngine:
             if row.request >= 0:
                 by_prompt.setdefault(tuple(row.ids[: row.prompt_len]), []).append(b)
         ws.retained = _Retained(
-            version=self._weights_version(), by_prompt=by_prompt,
+            version=version, by_prompt=by_prompt,
             tokens=[np.asarray(r.ids + t[: done - 1]) for r, t in zip(rows, tokens)],
             start=[width - len(r.ids) for r in rows],
         )  # fmt: skip
@@ -625,10 +632,11 @@ class HFEngine:
         batch, width = ids.shape
         ws = self._workspace(rows, stops, width, steps)
         _SamplingTensors.build(rows, stops, self.vocab_size, self.device, ws.sp.stops.shape[1]).copy_into(ws.sp)
-        start = self._reuse_prefixes(ws, rows, width)  # slots [0, width - start) now hold copied prefixes
+        version = self._weights_version()
+        cut = width - self._reuse_prefixes(ws, rows, width, version)  # slots [0, cut) now hold copied prefixes
         self._retired = None
         for layer in ws.cache.layers:  # no zeroing: slots are read only where `valid` says they were written
-            layer.cumulative_length.fill_(width - start)
+            layer.cumulative_length.fill_(cut)
         ws.retained = None
         ws.valid.zero_()
         ws.valid[:, :width] = attn.bool()
@@ -642,7 +650,6 @@ class HFEngine:
         previous_attn = self.model.config._attn_implementation
         self.model.config._attn_implementation = _ATTN_NAME
         try:
-            cut = width - start
             out = self.model(
                 input_ids=ids[:, cut:], attention_mask=mask[:, None, cut:], position_ids=self._prefill_inputs(attn)[:, cut:],
                 past_key_values=ws.cache, use_cache=True, logits_to_keep=1, brevity_kv_window=width,
@@ -658,7 +665,7 @@ class HFEngine:
         finally:
             self.model.config._attn_implementation = previous_attn
         tokens = ws.out_tok[:, :done].tolist()
-        self._retain(ws, rows, width, tokens, done)
+        self._retain(ws, rows, width, tokens, done, version)
         return tokens, ws.out_logp[:, :done].tolist()
 
     def _replay(self, ws: _Workspace, window: int, filtered: bool) -> None:

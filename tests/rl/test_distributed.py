@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.rl.experiments import cpu_experiment
+
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATE_CPU = REPO / "experiments" / "accelerate" / "cpu_2proc.yaml"
 SCRIPTED_REWARD = [{"name": "tests.rl.scripted_run:correctness"}]
@@ -41,23 +43,11 @@ def _free_port() -> int:
 
 
 def _experiment(model: str, variant: dict[str, Any], rows: int, output_dir: Path) -> dict[str, Any]:
-    return {
-        "model": model,
-        "data": {"train": "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=2", "size": 32},
-        "variant": variant,
-        "rewards": SCRIPTED_REWARD,
-        "num_generations": G,
-        "per_device_train_batch_size": rows,
-        "max_completion_length": 16,
-        "max_steps": 2,
-        "learning_rate": 1.0e-4,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "seed": 0,
-        "bf16": False,
-        "disable_tqdm": True,
-        "output_dir": str(output_dir),
-    }
+    return cpu_experiment(
+        model, output_dir,
+        variant=variant, rewards=SCRIPTED_REWARD, num_generations=G, per_device_train_batch_size=rows,
+        max_completion_length=16, max_steps=2, learning_rate=1.0e-4,
+    )  # fmt: skip
 
 
 def _env() -> dict[str, str]:

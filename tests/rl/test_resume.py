@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.rl.experiments import CHAIN_SUM, cpu_experiment
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTED_REWARD = [{"name": "tests.rl.scripted_run:correctness"}]
 SCHEDULE = {"type": "stepwise_exponential", "start": 48, "end": 24, "total_steps": 2, "n_drops": 1}  # B(1) = 24
@@ -51,13 +53,8 @@ CASES: dict[str, tuple[dict[str, Any], bool]] = {
 def _experiment(model: str, overrides: dict[str, Any], output_dir: Path, resume: Path | None) -> dict[str, Any]:
     overrides = dict(overrides)
     template = overrides.pop("data_template", "boxed")
-    config = {
-        "model": model,
-        "data": {
-            "train": "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=2",
-            "size": 32,
-            "template": template,
-        },
+    fields = {
+        "data": {"train": CHAIN_SUM, "size": 32, "template": template},
         "num_generations": 4,
         "per_device_train_batch_size": 8,
         "max_completion_length": 16,
@@ -65,13 +62,9 @@ def _experiment(model: str, overrides: dict[str, Any], output_dir: Path, resume:
         "save_strategy": "steps",
         "save_steps": 1,
         "learning_rate": 1.0e-4,
-        "logging_steps": 1,
-        "seed": 0,
-        "bf16": False,
-        "disable_tqdm": True,
-        "output_dir": str(output_dir),
-        **overrides,
+        **overrides,  # may replace any of the above (max_completion_length)
     }
+    config = cpu_experiment(model, output_dir, **fields)
     if resume is not None:
         config["resume_from_checkpoint"] = str(resume)
     return config

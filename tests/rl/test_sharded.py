@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from rl.weight_sync import clean_name, full_copy, full_state, plain_class
+from tests.rl.experiments import cpu_experiment
 from tests.rl.test_distributed import ACCELERATE_CPU, REPO, _env, _free_port
 
 FSDP2_YAML = REPO / "experiments" / "accelerate" / "fsdp2.yaml"
@@ -124,23 +125,13 @@ def test_zero3_parameters_are_gathered_one_at_a_time_while_read(monkeypatch: pyt
 
 # ---- 2 processes: FSDP2 vs DDP --------------------------------------------------------------------------------------
 def _experiment(model: str, output_dir: Path) -> dict[str, Any]:
-    return {
-        "model": model,
-        "data": {"train": "rg:chain_sum?min_terms=2&max_terms=2&min_digits=1&max_digits=2", "size": 32},
-        "variant": {"name": "grpo"},
-        "rewards": [{"name": "tests.rl.sharded_run:even_tokens"}],  # varies inside groups: the weights move
-        "num_generations": 4,
-        "per_device_train_batch_size": 4,
-        "max_completion_length": 8,
-        "max_steps": STEPS,
-        "learning_rate": 1.0e-3,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "seed": 0,
-        "bf16": False,
-        "disable_tqdm": True,
-        "output_dir": str(output_dir),
-    }
+    return cpu_experiment(
+        model, output_dir,
+        variant={"name": "grpo"},
+        rewards=[{"name": "tests.rl.sharded_run:even_tokens"}],  # varies inside groups: the weights move
+        num_generations=4, per_device_train_batch_size=4, max_completion_length=8, max_steps=STEPS,
+        learning_rate=1.0e-3,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -186,6 +186,18 @@ def test_slow_modes_match_dynamic(tiny_model_path: str, mode: str) -> None:
     ]
 
 
+def _tiny_cuda_model() -> torch.nn.Module:
+    """A random 2-layer float32 Qwen2 built here, without SmolLM2's tokenizer: GPU tests need no GGUF package."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, eos_token_id=2, pad_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config).to("cuda").eval()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("mode", ["static", "compiled", "continuous"])
@@ -194,14 +206,7 @@ def test_gpu_modes_match_dynamic(mode: str) -> None:
 
     The model is built here, without SmolLM2's tokenizer, so the test runs on a GPU machine without the GGUF package.
     """
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, eos_token_id=2, pad_token_id=2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).to("cuda").eval()
+    model = _tiny_cuda_model()
     reqs = [Request(p, SamplingParams(temperature=0, max_tokens=40)) for p in PROMPTS]
     if mode != "continuous":
         reqs += [
@@ -269,14 +274,7 @@ def test_gpu_prefix_reuse_matches_dynamic() -> None:
 
     Greedy exits: the reused KV was computed by decode steps, not a prefill, so it differs in the last float bits;
     with a random model's near-uniform distribution over 49k tokens that moves a sampled token to its neighbour."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=49152, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, eos_token_id=2, pad_token_id=2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).to("cuda").eval()
+    model = _tiny_cuda_model()
     dynamic, fast = HFEngine(model, mode="dynamic"), HFEngine(model, mode="compiled")
     traces = [Request(p, SamplingParams(n=2, temperature=0.9, max_tokens=60, seed=i)) for i, p in enumerate(PROMPTS)]
     expected = [ids(g) for g in dynamic.generate(traces)]
