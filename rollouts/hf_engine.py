@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import types
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,6 +294,10 @@ class HFEngine:
         self.reused_tokens = 0  # prompt + prefix tokens copied from a cache instead of prefilled, since construction
         self._retired: _Workspace | None = None  # a workspace just replaced by a larger one, until its KV was copied
         self.graph_failures = 0
+        self.graph_captures = 0
+        # benchmarks: set to {} and every chunk syncs the device at phase boundaries and adds wall seconds per phase
+        # (prepare, reuse, prefill, decode, collect); None (default) costs nothing
+        self.phase_seconds: dict[str, float] | None = None
         self._compiled = self.mode == "compiled"
         self._forward_fn = self._forward
         if self.mode in ("static", "compiled"):
@@ -360,6 +366,21 @@ class HFEngine:
             ws.retained = None
 
     # ----------------------------------------------------------------------------------------------- internals
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        if self.phase_seconds is None:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
+
     def _validate(self, i: int, req: Request) -> list[int]:
         if len(req.prompt_ids) == 0:
             raise ValueError(f"request {i}: empty prompt (prompt_ids has no tokens)")
@@ -393,22 +414,24 @@ class HFEngine:
 
     def _run_chunk(self, rows: Sequence[_Row]) -> list[Completion]:
         """Left-pad one chunk, decode it with the engine's mode, cut each row at its first stop token."""
-        real = len(rows)
-        filler = _Row(-1, [self.pad_token_id], SamplingParams(temperature=0.0, max_tokens=1), 0, 1)
-        rows = list(rows) + [filler] * (self._bucket(real) - real)
-        batch, width = len(rows), max(len(r.ids) for r in rows)
-        ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((batch, width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            ids[b, width - len(r.ids) :] = torch.tensor(r.ids)
-            attn[b, width - len(r.ids) :] = 1
-        ids, attn = ids.to(self.device), attn.to(self.device)
-        stops = self._stops(rows)
-        filtered = any(r.params.temperature > 0 and (r.params.top_p < 1 or r.params.top_k > 0) for r in rows)
-        steps = max(r.params.max_tokens for r in rows)
+        with self._phase("prepare"):
+            real = len(rows)
+            filler = _Row(-1, [self.pad_token_id], SamplingParams(temperature=0.0, max_tokens=1), 0, 1)
+            rows = list(rows) + [filler] * (self._bucket(real) - real)
+            batch, width = len(rows), max(len(r.ids) for r in rows)
+            ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
+            attn = torch.zeros((batch, width), dtype=torch.long)
+            for b, r in enumerate(rows):
+                ids[b, width - len(r.ids) :] = torch.tensor(r.ids)
+                attn[b, width - len(r.ids) :] = 1
+            ids, attn = ids.to(self.device), attn.to(self.device)
+            stops = self._stops(rows)
+            filtered = any(r.params.temperature > 0 and (r.params.top_p < 1 or r.params.top_k > 0) for r in rows)
+            steps = max(r.params.max_tokens for r in rows)
         decode = self._decode_dynamic if self.mode == "dynamic" else self._decode_static
         tokens, logps = decode(rows, stops, ids, attn, steps, filtered)
-        return [self._completion(r, s, tokens[b], logps[b]) for b, (r, s) in enumerate(zip(rows[:real], stops))]
+        with self._phase("collect"):
+            return [self._completion(r, s, tokens[b], logps[b]) for b, (r, s) in enumerate(zip(rows[:real], stops))]
 
     @staticmethod
     def _completion(row: _Row, stops: list[int], tokens: list[int], logps: list[float]) -> Completion:
@@ -433,25 +456,28 @@ class HFEngine:
         sp = _SamplingTensors.build(rows, stops, self.vocab_size, self.device, max(1, max(map(len, stops))))
         lens = attn.sum(-1)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=ids, attention_mask=attn, position_ids=self._prefill_inputs(attn), past_key_values=cache,
-            use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
+        with self._phase("prefill"):
+            out = self.model(
+                input_ids=ids, attention_mask=attn, position_ids=self._prefill_inputs(attn), past_key_values=cache,
+                use_cache=True, logits_to_keep=1,
+            )  # fmt: skip
         finished = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
         out_tok, out_logp = [], []
-        for t in range(steps):
-            tok, logp = _sample(out.logits[:, -1], sp, _uniform(sp.keys, t), filtered)
-            out_tok.append(tok)
-            out_logp.append(logp)
-            finished |= self._after_sample(tok, sp, t)
-            if t + 1 == steps or ((t + 1) % self.sync_every == 0 and bool(finished.all())):
-                break
-            attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=1)
-            out = self.model(
-                input_ids=tok[:, None], attention_mask=attn, position_ids=(lens + t)[:, None],
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
-            )  # fmt: skip
-        return torch.stack(out_tok, 1).tolist(), torch.stack(out_logp, 1).tolist()
+        with self._phase("decode"):
+            for t in range(steps):
+                tok, logp = _sample(out.logits[:, -1], sp, _uniform(sp.keys, t), filtered)
+                out_tok.append(tok)
+                out_logp.append(logp)
+                finished |= self._after_sample(tok, sp, t)
+                if t + 1 == steps or ((t + 1) % self.sync_every == 0 and bool(finished.all())):
+                    break
+                attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=1)
+                out = self.model(
+                    input_ids=tok[:, None], attention_mask=attn, position_ids=(lens + t)[:, None],
+                    past_key_values=cache, use_cache=True, logits_to_keep=1,
+                )  # fmt: skip
+        with self._phase("collect"):
+            return torch.stack(out_tok, 1).tolist(), torch.stack(out_logp, 1).tolist()
 
     # ----------------------------------------------------------------------------------------------- static mode
     def _workspace(self, rows: Sequence[_Row], stops: list[list[int]], width: int, steps: int) -> _Workspace:
@@ -630,10 +656,12 @@ class HFEngine:
     def _decode_static(self, rows, stops, ids, attn, steps, filtered) -> tuple[list[list[int]], list[list[float]]]:
         """Prefill eagerly, then replay one CUDA graph per KV window (eager steps on CPU)."""
         batch, width = ids.shape
-        ws = self._workspace(rows, stops, width, steps)
-        _SamplingTensors.build(rows, stops, self.vocab_size, self.device, ws.sp.stops.shape[1]).copy_into(ws.sp)
+        with self._phase("prepare"):
+            ws = self._workspace(rows, stops, width, steps)
+            _SamplingTensors.build(rows, stops, self.vocab_size, self.device, ws.sp.stops.shape[1]).copy_into(ws.sp)
         version = self._weights_version()
-        cut = width - self._reuse_prefixes(ws, rows, width, version)  # slots [0, cut) now hold copied prefixes
+        with self._phase("reuse"):
+            cut = width - self._reuse_prefixes(ws, rows, width, version)  # slots [0, cut) now hold copied prefixes
         self._retired = None
         for layer in ws.cache.layers:  # no zeroing: slots are read only where `valid` says they were written
             layer.cumulative_length.fill_(cut)
@@ -644,29 +672,33 @@ class HFEngine:
         ws.width.fill_(width)
         ws.step.zero_()
         ws.finished.zero_()
-        # (B, 1, P, P) causal + padding mask; pad rows see themselves so no softmax row is empty (NaN-free cache)
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        mask = (causal & attn.bool()[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
         previous_attn = self.model.config._attn_implementation
         self.model.config._attn_implementation = _ATTN_NAME
         try:
-            out = self.model(
-                input_ids=ids[:, cut:], attention_mask=mask[:, None, cut:], position_ids=self._prefill_inputs(attn)[:, cut:],
-                past_key_values=ws.cache, use_cache=True, logits_to_keep=1, brevity_kv_window=width,
-            )  # fmt: skip
-            self._sample_into(ws, out.logits[:, -1], filtered)
+            with self._phase("prefill"):
+                # (B, 1, P, P) causal + padding mask; pad rows see themselves so no softmax row is empty (NaN-free)
+                causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+                mask = (causal & attn.bool()[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
+                out = self.model(
+                    input_ids=ids[:, cut:], attention_mask=mask[:, None, cut:],
+                    position_ids=self._prefill_inputs(attn)[:, cut:], past_key_values=ws.cache, use_cache=True,
+                    logits_to_keep=1, brevity_kv_window=width,
+                )  # fmt: skip
+                self._sample_into(ws, out.logits[:, -1], filtered)
             done = 1
-            for t in range(1, steps):
-                window = min(ws.valid.shape[1], -(-(width + t) // self.kv_bucket) * self.kv_bucket)
-                self._replay(ws, window, filtered)
-                done = t + 1
-                if done % self.sync_every == 0 and bool(ws.finished.all()):
-                    break
+            with self._phase("decode"):
+                for t in range(1, steps):
+                    window = min(ws.valid.shape[1], -(-(width + t) // self.kv_bucket) * self.kv_bucket)
+                    self._replay(ws, window, filtered)
+                    done = t + 1
+                    if done % self.sync_every == 0 and bool(ws.finished.all()):
+                        break
         finally:
             self.model.config._attn_implementation = previous_attn
-        tokens = ws.out_tok[:, :done].tolist()
-        self._retain(ws, rows, width, tokens, done, version)
-        return tokens, ws.out_logp[:, :done].tolist()
+        with self._phase("collect"):
+            tokens = ws.out_tok[:, :done].tolist()
+            self._retain(ws, rows, width, tokens, done, version)
+            return tokens, ws.out_logp[:, :done].tolist()
 
     def _replay(self, ws: _Workspace, window: int, filtered: bool) -> None:
         """Run the step through its CUDA graph; the first step of a new window runs eagerly, then gets captured."""
@@ -683,6 +715,7 @@ class HFEngine:
             with torch.cuda.graph(graph, pool=ws.pool):
                 self._static_step(ws, window, filtered)  # recorded, not run: the state is unchanged
             ws.graphs[key] = graph
+            self.graph_captures += 1
         except Exception as exc:  # noqa: BLE001 - an uncapturable model still decodes, eagerly
             logger.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
             ws.graphs[key] = None

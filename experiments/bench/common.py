@@ -37,7 +37,10 @@ _TINY_DIR: Path | None = None
 
 def add_common_args(parser: argparse.ArgumentParser, *, engine: bool = True) -> None:
     cuda = torch.cuda.is_available()
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="alias, HF folder, or 'tiny' (random, CPU smoke)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help="alias, HF folder, 'tiny' (random, CPU smoke), or a config in rollouts/configs (random weights)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--seed", type=int, default=0)
@@ -53,6 +56,10 @@ def add_common_args(parser: argparse.ArgumentParser, *, engine: bool = True) -> 
         parser.add_argument(
             "--prefix-reuse", action=argparse.BooleanOptionalAction, default=True,
             help="HFEngine copies cached KV of a row's known prefix instead of prefilling it (static/compiled modes)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--phases", action="store_true",
+            help="HFEngine times its phases per call (prepare, reuse, prefill, decode, collect; syncs the GPU)",
         )  # fmt: skip
 
 
@@ -98,10 +105,31 @@ def model_path(name: str) -> str:
 
 
 def load_model(name: str, device: str, dtype: str) -> tuple[Any, Any]:
-    """(model in eval mode on `device`, left-padding tokenizer)."""
+    """(model in eval mode on `device`, left-padding tokenizer).
+
+    A name with a config in rollouts/configs (e.g. "qwen2.5-1.5b") builds that architecture with random weights and
+    uses SmolLM2's tokenizer for ids only: every SmolLM2 id is a valid id of the larger vocabulary, and a random
+    model almost never samples the EOS id, so its samples run to their caps (long traces: the regime of the paper).
+    """
     from rollouts.models import load_model as _load
     from rollouts.models import load_tokenizer
 
+    config_file = REPO / "rollouts" / "configs" / f"{name}.json"
+    if config_file.is_file():
+        from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+        torch_dtype = torch.bfloat16 if dtype == "auto" and str(device).startswith("cuda") else torch.float32
+        if dtype not in ("auto", None):
+            torch_dtype = getattr(torch, dtype)
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(config_file)), dtype=torch_dtype)
+        tokenizer = load_tokenizer(model_path(DEFAULT_MODEL))
+        model.config.eos_token_id, model.config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        model.generation_config = GenerationConfig(
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        )
+        return model.eval(), tokenizer
     path = model_path(name)
     return _load(path, dtype=dtype, device=device).eval(), load_tokenizer(path)
 
@@ -110,7 +138,10 @@ def make_engine(model: Any, tokenizer: Any, args: argparse.Namespace, **kwargs: 
     from rollouts.hf_engine import HFEngine
 
     kwargs.setdefault("prefix_reuse", getattr(args, "prefix_reuse", True))
-    return HFEngine(model, tokenizer=tokenizer, mode=args.mode, **kwargs)
+    engine = HFEngine(model, tokenizer=tokenizer, mode=args.mode, **kwargs)
+    if getattr(args, "phases", False):
+        engine.phase_seconds = {}
+    return engine
 
 
 def load_prompts(tokenizer: Any, n: int, spec: str, template: str = "boxed") -> tuple[list[list[int]], str]:
@@ -140,6 +171,7 @@ class CallStats:
     decode_tokens: int  # new tokens returned
     decode_slots: int  # rows x decode steps run, per chunk (estimate from the returned lengths)
     wall_s: float
+    phases: dict[str, float] | None = None  # HFEngine.phase_seconds spent in this call (`--phases`)
 
 
 class CountingEngine:
@@ -156,6 +188,7 @@ class CountingEngine:
         sync(device)
         start = time.perf_counter()
         reused = getattr(self.engine, "reused_tokens", 0)
+        phases_before = dict(getattr(self.engine, "phase_seconds", None) or {})
         out = self.engine.generate(requests)
         sync(device)
         wall = time.perf_counter() - start
@@ -169,9 +202,16 @@ class CountingEngine:
                 decode_tokens=sum(len(c.token_ids) for _, c in rows),
                 decode_slots=self._slots(rows),
                 wall_s=wall,
+                phases=self._phases(phases_before),
             )
         )
         return out
+
+    def _phases(self, before: dict[str, float]) -> dict[str, float] | None:
+        after = getattr(self.engine, "phase_seconds", None)
+        if after is None:
+            return None
+        return {k: round(v - before.get(k, 0.0), 6) for k, v in after.items()}
 
     def _slots(self, rows: list[tuple[Request, Completion]]) -> int:
         """HFEngine sorts rows by (max_tokens, context length), runs chunks of `max_batch_size`, and stops a chunk
@@ -202,6 +242,9 @@ def totals(calls: Sequence[CallStats]) -> dict[str, Any]:
         for k in ("rows", "prefill_tokens", "reused_tokens", "decode_tokens", "decode_slots")
     }
     t["engine_calls"] = len(calls)
+    if any(c.phases for c in calls):
+        names = dict.fromkeys(k for c in calls for k in c.phases or {})
+        t["phases_s"] = {k: round(sum((c.phases or {}).get(k, 0.0) for c in calls), 4) for k in names}
     t["engine_wall_s"] = sum(c.wall_s for c in calls)
     t["slot_utilization"] = t["decode_tokens"] / t["decode_slots"] if t["decode_slots"] else None
     return t
