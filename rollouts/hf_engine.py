@@ -251,6 +251,7 @@ class HFEngine:
         max_workspaces: int = 2,
         batch_buckets: bool | None = None,
         prefix_reuse: bool = True,
+        max_prefill_tokens: int = 32768,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"HFEngine mode must be one of {MODES}, got {mode!r}")
@@ -291,6 +292,7 @@ class HFEngine:
         self.max_workspaces = max(1, max_workspaces)
         self.batch_buckets = self.device.type == "cuda" if batch_buckets is None else batch_buckets
         self.prefix_reuse = prefix_reuse
+        self.max_prefill_tokens = max_prefill_tokens  # static modes: tokens per prefill forward (activation memory)
         self.reused_tokens = 0  # prompt + prefix tokens copied from a cache instead of prefilled, since construction
         self._retired: _Workspace | None = None  # a workspace just replaced by a larger one, until its KV was copied
         self.graph_failures = 0
@@ -676,14 +678,7 @@ class HFEngine:
         self.model.config._attn_implementation = _ATTN_NAME
         try:
             with self._phase("prefill"):
-                # (B, 1, P, P) causal + padding mask; pad rows see themselves so no softmax row is empty (NaN-free)
-                causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-                mask = (causal & attn.bool()[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
-                out = self.model(
-                    input_ids=ids[:, cut:], attention_mask=mask[:, None, cut:],
-                    position_ids=self._prefill_inputs(attn)[:, cut:], past_key_values=ws.cache, use_cache=True,
-                    logits_to_keep=1, brevity_kv_window=width,
-                )  # fmt: skip
+                out = self._prefill_static(ws, ids, attn, cut)
                 self._sample_into(ws, out.logits[:, -1], filtered)
             done = 1
             with self._phase("decode"):
@@ -699,6 +694,25 @@ class HFEngine:
             tokens = ws.out_tok[:, :done].tolist()
             self._retain(ws, rows, width, tokens, done, version)
             return tokens, ws.out_logp[:, :done].tolist()
+
+    def _prefill_static(self, ws: _Workspace, ids: torch.Tensor, attn: torch.Tensor, cut: int) -> Any:
+        """Prefill slots [cut, P) in pieces of at most `max_prefill_tokens` tokens (all rows, a few positions each),
+        so activations stay small whatever the batch; returns the last piece's output (logits of slot P - 1)."""
+        batch, width = ids.shape
+        piece = max(1, self.max_prefill_tokens // batch)
+        positions, valid = self._prefill_inputs(attn), attn.bool()
+        out = None
+        for lo in range(cut, width, piece):
+            hi = min(width, lo + piece)
+            query = torch.arange(lo, hi, device=self.device)[:, None]
+            key = torch.arange(hi, device=self.device)[None, :]
+            # causal + padding; a pad row sees itself so no softmax row is empty (NaN-free cache)
+            mask = ((key <= query) & valid[:, None, :hi]) | (key == query)  # (B, hi - lo, hi)
+            out = self.model(
+                input_ids=ids[:, lo:hi], attention_mask=mask[:, None], position_ids=positions[:, lo:hi],
+                past_key_values=ws.cache, use_cache=True, logits_to_keep=1, brevity_kv_window=hi,
+            )  # fmt: skip
+        return out
 
     def _replay(self, ws: _Workspace, window: int, filtered: bool) -> None:
         """Run the step through its CUDA graph; the first step of a new window runs eagerly, then gets captured."""

@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     log,
     make_engine,
     median,
+    save,
     setup,
     sync,
     totals,
@@ -134,6 +135,7 @@ def main() -> None:
             run = {"arm": arm, "repeat": r, "wall_s": wall, **totals(calls), **describe(arm, samples)}
             run["calls"] = calls_json(calls)
             report["runs"].append(run)
+            save(report, args.out)  # a run cut off by a time limit keeps what it measured
             log(f"{arm} #{r}: {wall:.2f} s, {run['decode_tokens']} decoded, {run['prefill_tokens']} prefilled")
 
     summary: dict[str, Any] = {}

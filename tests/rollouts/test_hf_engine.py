@@ -64,12 +64,16 @@ def test_n_samples_padding_and_per_request_caps(engines: dict[str, HFEngine], mo
     assert [c.logprobs for c in solo] == [pytest.approx(c.logprobs, abs=1e-5) for c in out[2]]
 
 
-def test_static_mode_equals_dynamic(engines: dict[str, HFEngine]) -> None:
+@pytest.mark.parametrize("max_prefill_tokens", [32768, 7])
+def test_static_mode_equals_dynamic(engines: dict[str, HFEngine], max_prefill_tokens: int) -> None:
+    """Static decoding equals the dynamic loop, also when the prefill runs in pieces (7 tokens: one slot per piece
+    for the 6 rows, so every piece attends over the slots the previous pieces wrote)."""
     reqs = [
         Request(p, SamplingParams(n=2, temperature=0.8, top_p=0.9, top_k=40, max_tokens=6, seed=i, logprobs=True))
         for i, p in enumerate(PROMPTS)
     ]
-    dyn, sta = engines["dynamic"].generate(reqs), engines["static"].generate(reqs)
+    static = HFEngine(engines["dynamic"].model, mode="static", kv_bucket=4, max_prefill_tokens=max_prefill_tokens)
+    dyn, sta = engines["dynamic"].generate(reqs), static.generate(reqs)
     assert [ids(g) for g in dyn] == [ids(g) for g in sta]
     diff = max(
         abs(a - b) for gd, gs in zip(dyn, sta) for cd, cs in zip(gd, gs) for a, b in zip(cd.logprobs, cs.logprobs)
