@@ -213,17 +213,18 @@ def _static_attention(
     brevity_kv_window: int | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Attention over the first `brevity_kv_window` cache slots; decode folds query groups instead of repeating K/V."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    """Attention over the first `brevity_kv_window` cache slots that reads each KV head once: the query heads of a
+    KV head are folded into its query rows (transformers' sdpa path repeats K/V per query head under a mask)."""
     window = brevity_kv_window or key.shape[2]
     key, value = key[:, :, :window], value[:, :, :window]
-    if query.shape[2] > 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    batch, heads, _, dim = query.shape  # (B, Hq, 1, D) -> (B, Hkv, Hq/Hkv, D): one pass over each KV head
-    q = query.view(batch, key.shape[1], heads // key.shape[1], dim)
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=attention_mask, scale=scaling)
-    return out.reshape(batch, heads, 1, dim).transpose(1, 2), None
+    batch, heads, q_len, dim = query.shape
+    groups = heads // key.shape[1]  # query heads j*G .. j*G+G-1 share KV head j (transformers' repeat_kv order)
+    q = query.reshape(batch, key.shape[1], groups * q_len, dim)  # rows: group-major, then position
+    mask = attention_mask[..., :window] if attention_mask is not None else None
+    if mask is not None and groups > 1 and q_len > 1:
+        mask = mask.repeat(1, 1, groups, 1)  # (B, 1, G*Q, W), the same rows order as q
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    return out.view(batch, heads, q_len, dim).transpose(1, 2), None
 
 
 def _register_attention() -> None:
@@ -421,12 +422,12 @@ class HFEngine:
             filler = _Row(-1, [self.pad_token_id], SamplingParams(temperature=0.0, max_tokens=1), 0, 1)
             rows = list(rows) + [filler] * (self._bucket(real) - real)
             batch, width = len(rows), max(len(r.ids) for r in rows)
-            ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
-            attn = torch.zeros((batch, width), dtype=torch.long)
+            ids_np = np.full((batch, width), self.pad_token_id, dtype=np.int64)
+            attn_np = np.zeros((batch, width), dtype=np.int64)
             for b, r in enumerate(rows):
-                ids[b, width - len(r.ids) :] = torch.tensor(r.ids)
-                attn[b, width - len(r.ids) :] = 1
-            ids, attn = ids.to(self.device), attn.to(self.device)
+                ids_np[b, width - len(r.ids) :] = r.ids
+                attn_np[b, width - len(r.ids) :] = 1
+            ids, attn = torch.from_numpy(ids_np).to(self.device), torch.from_numpy(attn_np).to(self.device)
             stops = self._stops(rows)
             filtered = any(r.params.temperature > 0 and (r.params.top_p < 1 or r.params.top_k > 0) for r in rows)
             steps = max(r.params.max_tokens for r in rows)
@@ -580,21 +581,23 @@ class HFEngine:
         used = {id(s): s for _, s, _ in best if s is not None}
         # `ws` itself first: copies from other workspaces may overwrite rows it is about to read
         for src in sorted(used.values(), key=lambda w: w is not ws):
-            dst_b, dst_s, src_b, src_s = [], [], [], []
-            for b, (row, (_, s, sb), n) in enumerate(zip(rows, best, copy_upto)):
-                if s is src and n > 0:
-                    first = width - len(row.ids)
-                    dst_b += [b] * n
-                    dst_s += range(first, first + n)
-                    src_b += [sb] * n
-                    src_s += range(src.retained.start[sb], src.retained.start[sb] + n)
-            if not dst_b:
+            picked = [
+                (b, sb, n, width - len(row.ids), src.retained.start[sb])
+                for b, (row, (_, s, sb), n) in enumerate(zip(rows, best, copy_upto))
+                if s is src and n > 0
+            ]
+            if not picked:
                 continue
-            index = [torch.tensor(x, device=self.device) for x in (dst_b, dst_s, src_b, src_s)]
+            dst_b, src_b, count, dst_first, src_first = (np.asarray(x, dtype=np.int64) for x in zip(*picked))
+            offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)  # 0..n-1 per row
+            index = [
+                torch.from_numpy(np.repeat(x, count) + (offset if slots else 0)).to(self.device)
+                for x, slots in ((dst_b, False), (dst_first, True), (src_b, False), (src_first, True))
+            ]
             for to, frm in zip(ws.cache.layers, src.cache.layers):
                 for name in ("keys", "values"):
                     getattr(to, name)[index[0], :, index[1]] = getattr(frm, name)[index[2], :, index[3]]
-            self.reused_tokens += len(dst_b)
+            self.reused_tokens += len(offset)
         return suffix
 
     def _retain(
