@@ -185,6 +185,7 @@ class _Workspace:
     finished: torch.Tensor  # (B,)
     out_tok: torch.Tensor  # (B, L)
     out_logp: torch.Tensor  # (B, L)
+    uniforms: torch.Tensor  # (B, L) float32: the sampling uniform of every (row, step), filled once per chunk
     graphs: dict[tuple[int, bool], Any] = field(default_factory=dict)
     pool: Any = None
     retained: _Retained | None = None  # what the cache holds after the last chunk decoded here
@@ -512,6 +513,7 @@ class HFEngine:
             cache=StaticCache(config=self.model.config, max_cache_len=length), sp=sp,
             valid=z(batch, length, dtype=torch.bool), tok=z(batch), lens=z(batch), width=z(), step=z(),
             finished=z(batch, dtype=torch.bool), out_tok=z(batch, length), out_logp=z(batch, length, dtype=torch.float32),
+            uniforms=z(batch, length, dtype=torch.float32),
             pool=torch.cuda.graph_pool_handle() if dev.type == "cuda" else None,
         )  # fmt: skip
         ws.key = (length, stop_width, params_ptr)
@@ -626,7 +628,7 @@ class HFEngine:
     def _sample_into(self, ws: _Workspace, logits: torch.Tensor, filtered: bool) -> None:
         """Sample token number `ws.step` for every row and advance the state in place (graph-capturable)."""
         # float32 sampling: under the trainer's bf16 autocast the logits arrive in bf16 (and the buffers are fp32).
-        tok, logp = _sample(logits.float(), ws.sp, _uniform(ws.sp.keys, ws.step), filtered)
+        tok, logp = _sample(logits.float(), ws.sp, ws.uniforms.index_select(1, ws.step.view(1))[:, 0], filtered)
         ws.out_tok.index_copy_(1, ws.step.view(1), tok[:, None])
         ws.out_logp.index_copy_(1, ws.step.view(1), logp[:, None])
         ws.finished |= self._after_sample(tok, ws.sp, ws.step)
@@ -664,6 +666,8 @@ class HFEngine:
         with self._phase("prepare"):
             ws = self._workspace(rows, stops, width, steps)
             _SamplingTensors.build(rows, stops, self.vocab_size, self.device, ws.sp.stops.shape[1]).copy_into(ws.sp)
+            # one pass of ~60 integer kernels for the whole chunk instead of per step (they bound a small batch)
+            ws.uniforms[:, :steps] = _uniform(ws.sp.keys[:, None], torch.arange(steps, device=self.device)[None, :])
         version = self._weights_version()
         with self._phase("reuse"):
             cut = width - self._reuse_prefixes(ws, rows, width, version)  # slots [0, cut) now hold copied prefixes

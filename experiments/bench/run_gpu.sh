@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
 # On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
-# Jobs: attention serial64 serial128 serial128long seriallong seriallong1k segments decode steptime gputests
+# Jobs: attention serial64 serial128 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
 set -u
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
@@ -15,10 +15,13 @@ for job in "$@"; do
       --out "$OUT/$job.json" ;;
     seriallong) python3 $B/serial_exits.py --model qwen2.5-1.5b --prompts 64 --max-tokens 2048 --answer-max-tokens 128 \
       --repeats 2 --phases --out "$OUT/$job.json" ;;
+    seriallong128) python3 $B/serial_exits.py --model qwen2.5-1.5b --prompts 128 --max-tokens 2048 \
+      --answer-max-tokens 128 --repeats 2 --arms parallel serial --phases --out "$OUT/$job.json" ;;
     seriallong1k) python3 $B/serial_exits.py --model qwen2.5-1.5b --prompts 64 --max-tokens 1024 --answer-max-tokens 64 \
       --repeats 2 --phases --out "$OUT/$job.json" ;;
     attention) python3 $B/decode_attention.py --out "$OUT/$job.json" ;;
     segments) python3 $B/segments.py --phases --out "$OUT/$job.json" ;;
+    segments48) python3 $B/segments.py --segments 4 8 --phases --out "$OUT/$job.json" ;;
     decode) python3 $B/decode_throughput.py --models smollm2-135m-instruct --batch 256 --new-tokens 512 \
       --modes stock compiled --out "$OUT/$job.json" ;;
     steptime) python3 $B/step_time.py --steps 3 --out "$OUT/$job.json" ;;
