@@ -38,6 +38,7 @@ Semantics shared with the vLLM engine and with what TRL 1.16 expects:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -222,10 +223,21 @@ def _static_attention(
     groups = heads // key.shape[1]  # query heads j*G .. j*G+G-1 share KV head j (transformers' repeat_kv order)
     q = query.reshape(batch, key.shape[1], groups * q_len, dim)  # rows: group-major, then position
     mask = attention_mask[..., :window] if attention_mask is not None else None
-    if mask is not None and groups > 1 and q_len > 1:
+    if mask is not None and groups > 1 and q_len > 1 and mask.shape[-2] == q_len:  # not folded by the caller yet
         mask = mask.repeat(1, 1, groups, 1)  # (B, 1, G*Q, W), the same rows order as q
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
     return out.view(batch, heads, q_len, dim).transpose(1, 2), None
+
+
+def _prefill_kernels(device: torch.device) -> Any:
+    """SDPA backends for the prefill: cuDNN builds an execution plan for every new shape (~0.5-0.8 s each on an
+    H200, seen as prefill spikes in segment rollouts, whose widths change every call); decode shapes are fixed per
+    captured graph and keep the default choice."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def _register_attention() -> None:
@@ -708,17 +720,24 @@ class HFEngine:
         batch, width = ids.shape
         piece = max(1, self.max_prefill_tokens // batch)
         positions, valid = self._prefill_inputs(attn), attn.bool()
+        config = self.model.config.get_text_config(decoder=True)
+        groups = config.num_attention_heads // (
+            getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        )
         out = None
-        for lo in range(cut, width, piece):
-            hi = min(width, lo + piece)
-            query = torch.arange(lo, hi, device=self.device)[:, None]
-            key = torch.arange(hi, device=self.device)[None, :]
-            # causal + padding; a pad row sees itself so no softmax row is empty (NaN-free cache)
-            mask = ((key <= query) & valid[:, None, :hi]) | (key == query)  # (B, hi - lo, hi)
-            out = self.model(
-                input_ids=ids[:, lo:hi], attention_mask=mask[:, None], position_ids=positions[:, lo:hi],
-                past_key_values=ws.cache, use_cache=True, logits_to_keep=1, brevity_kv_window=hi,
-            )  # fmt: skip
+        with _prefill_kernels(self.device):
+            for lo in range(cut, width, piece):
+                hi = min(width, lo + piece)
+                query = torch.arange(lo, hi, device=self.device)[:, None]
+                key = torch.arange(hi, device=self.device)[None, :]
+                # causal + padding; a pad row sees itself so no softmax row is empty (NaN-free cache); folded here once
+                # for all layers into the (group, position) query rows `_static_attention` uses
+                mask = ((key <= query) & valid[:, None, :hi]) | (key == query)  # (B, hi - lo, hi)
+                out = self.model(
+                    input_ids=ids[:, lo:hi], attention_mask=mask.repeat(1, groups, 1)[:, None],
+                    position_ids=positions[:, lo:hi], past_key_values=ws.cache, use_cache=True, logits_to_keep=1,
+                    brevity_kv_window=hi,
+                )  # fmt: skip
         return out
 
     def _replay(self, ws: _Workspace, window: int, filtered: bool) -> None:
