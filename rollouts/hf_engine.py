@@ -226,7 +226,7 @@ def _static_attention(
     if mask is not None and groups > 1 and q_len > 1 and mask.shape[-2] == q_len:  # not folded by the caller yet
         mask = mask.repeat(1, 1, groups, 1)  # (B, 1, G*Q, W), the same rows order as q
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
-    return out.view(batch, heads, q_len, dim).transpose(1, 2), None
+    return out.reshape(batch, heads, q_len, dim).transpose(1, 2), None  # efficient SDPA returns a transposed view
 
 
 def _prefill_kernels(device: torch.device) -> Any:
