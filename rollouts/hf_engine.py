@@ -53,11 +53,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rollouts.decode_attention import ragged_decode_attention, triton_available
 from rollouts.types import Completion, Request, SamplingParams
 
 logger = logging.getLogger(__name__)
 
 MODES = ("auto", "dynamic", "static", "compiled", "continuous")
+DECODE_ATTENTION = ("auto", "ragged", "window")
 _ATTN_NAME = "brevity_static"
 _M32 = 0xFFFFFFFF
 _BELOW_ONE = 1.0 - 2.0**-23  # x * total rounds strictly below total in float32, so a zero-probability end is never hit
@@ -213,11 +215,18 @@ def _static_attention(
     attention_mask: torch.Tensor | None,
     scaling: float | None = None,
     brevity_kv_window: int | None = None,
+    brevity_kv_start: torch.Tensor | None = None,
+    brevity_kv_end: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Attention over the first `brevity_kv_window` cache slots that reads each KV head once: the query heads of a
-    KV head are folded into its query rows (transformers' sdpa path repeats K/V per query head under a mask)."""
+    KV head are folded into its query rows (transformers' sdpa path repeats K/V per query head under a mask).
+    Decode steps given `brevity_kv_start` (B,) / `brevity_kv_end` () read only each row's slots [start, end)
+    (`rollouts.decode_attention`); the mask is not needed there."""
     window = brevity_kv_window or key.shape[2]
+    if brevity_kv_start is not None and query.shape[2] == 1:
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        return ragged_decode_attention(query, key, value, brevity_kv_start, brevity_kv_end, window, scale), None
     key, value = key[:, :, :window], value[:, :, :window]
     batch, heads, q_len, dim = query.shape
     groups = heads // key.shape[1]  # query heads j*G .. j*G+G-1 share KV head j (transformers' repeat_kv order)
@@ -266,9 +275,12 @@ class HFEngine:
         batch_buckets: bool | None = None,
         prefix_reuse: bool = True,
         max_prefill_tokens: int = 32768,
+        decode_attention: str = "auto",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"HFEngine mode must be one of {MODES}, got {mode!r}")
+        if decode_attention not in DECODE_ATTENTION:
+            raise ValueError(f"HFEngine decode_attention must be one of {DECODE_ATTENTION}, got {decode_attention!r}")
         if isinstance(model_or_path, (str, os.PathLike)):
             from rollouts.models import load_model, load_tokenizer
 
@@ -307,6 +319,10 @@ class HFEngine:
         self.batch_buckets = self.device.type == "cuda" if batch_buckets is None else batch_buckets
         self.prefix_reuse = prefix_reuse
         self.max_prefill_tokens = max_prefill_tokens  # static modes: tokens per prefill forward (activation memory)
+        # static modes' decode attention: "ragged" reads each row's own slots (a Triton kernel on CUDA, plain torch
+        # elsewhere), "window" a masked SDPA over the batch's shared window; auto = ragged where Triton runs
+        ragged = self.device.type == "cuda" and triton_available()
+        self.decode_attention = ("ragged" if ragged else "window") if decode_attention == "auto" else decode_attention
         self.reused_tokens = 0  # prompt + prefix tokens copied from a cache instead of prefilled, since construction
         self._retired: _Workspace | None = None  # a workspace just replaced by a larger one, until its KV was copied
         self.graph_failures = 0
@@ -666,9 +682,12 @@ class HFEngine:
 
     def _forward(self, ws: _Workspace, mask: torch.Tensor) -> torch.Tensor:
         """(B, V) next-token logits; the part "compiled" mode hands to torch.compile."""
+        ragged = {}
+        if self.decode_attention == "ragged":  # row b holds its tokens at slots [P - len_b, P + step)
+            ragged = {"brevity_kv_start": ws.width - ws.lens, "brevity_kv_end": ws.width + ws.step}
         out = self.model(
             input_ids=ws.tok[:, None], position_ids=(ws.lens + ws.step - 1)[:, None], attention_mask=mask,
-            past_key_values=ws.cache, use_cache=True, brevity_kv_window=mask.shape[-1],
+            past_key_values=ws.cache, use_cache=True, brevity_kv_window=mask.shape[-1], **ragged,
         )  # fmt: skip
         return out.logits[:, -1]
 

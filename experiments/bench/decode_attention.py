@@ -4,8 +4,11 @@ One decode step of one layer: queries (B, Hq, 1, D) against a KV window (B, Hkv,
 mask, the query heads of a KV head folded into its rows as HFEngine does (each KV head read once). Variants:
 - sdpa: `F.scaled_dot_product_attention` with the boolean mask (what HFEngine's static attention calls);
 - matmul: q @ K^T, masked softmax in float32, @ V (two batched GEMMs);
-- matmul_compiled: the same under `torch.compile` (inductor fuses mask, softmax and casts).
-`kv_gbs` = K and V bytes of the window / time; the H200's peak is ~4,800 GB/s.
+- matmul_compiled: the same under `torch.compile` (inductor fuses mask, softmax and casts);
+- ragged: `rollouts.decode_attention` (HFEngine's default on CUDA), which reads only each row's own slots.
+Rows start at uniform random slots in [0, W/2) (left padding), so a row holds 75% of the window on average.
+`kv_gbs` = K and V bytes of the window / time; `read_gbs` = bytes of the rows' own slots / time (what the ragged
+kernel must read); the H200's peak is ~4,800 GB/s.
 
 GPU:  python experiments/bench/decode_attention.py --out decode_attention.json
 CPU:  python experiments/bench/decode_attention.py --device cpu --shapes 4,3,3,64,256 --iters 3
@@ -23,6 +26,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from rollouts.decode_attention import ragged_decode_attention  # noqa: E402
+
 # (batch, query heads, KV heads, head dim, window): SmolLM2-135M trace / exits / parallel, Qwen2.5-1.5B ditto
 SHAPES = (
     (128, 9, 3, 64, 640), (1024, 9, 3, 64, 768), (1152, 9, 3, 64, 640),
@@ -38,6 +44,12 @@ def matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # (B, Hkv, G, W)
     probs = scores.masked_fill(~mask, float("-inf")).softmax(-1).to(v.dtype)
     return torch.matmul(probs, v)
+
+
+def ragged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, scale: float) -> torch.Tensor:
+    batch, kv, groups, dim = q.shape
+    end = torch.tensor(k.shape[2], device=q.device)
+    return ragged_decode_attention(q.reshape(batch, kv * groups, 1, dim), k, v, start, end, k.shape[2], scale)
 
 
 def timed(fn: Any, args: tuple, iters: int, device: str) -> float:
@@ -74,11 +86,19 @@ def main() -> None:
         scale = dim**-0.5
         reference = matmul(q.float(), k.float(), v.float(), mask, scale)
         kv_bytes = 2 * k.numel() * k.element_size()
+        read_bytes = kv_bytes * float((window - starts).sum()) / (batch * window)
         row: dict[str, Any] = {"batch": batch, "q_heads": hq, "kv_heads": hkv, "head_dim": dim, "window": window}
-        for name, fn in variants.items():
-            err = (fn(q, k, v, mask, scale).float() - reference).abs().max().item()
-            seconds = timed(fn, (q, k, v, mask, scale), args.iters, args.device)
-            row[name] = {"us": round(seconds * 1e6, 1), "kv_gbs": round(kv_bytes / seconds / 1e9, 1), "max_err": err}
+        calls = {name: (fn, (q, k, v, mask, scale)) for name, fn in variants.items()}
+        if args.device.startswith("cuda"):
+            calls["ragged"] = (ragged, (q, k, v, starts, scale))
+        for name, (fn, fn_args) in calls.items():
+            out = fn(*fn_args).float().reshape(reference.shape)
+            err = (out - reference).abs().max().item()
+            seconds = timed(fn, fn_args, args.iters, args.device)
+            row[name] = {
+                "us": round(seconds * 1e6, 1), "kv_gbs": round(kv_bytes / seconds / 1e9, 1),
+                "read_gbs": round(read_bytes / seconds / 1e9, 1), "max_err": err,
+            }  # fmt: skip
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     report = {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
 # On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
-# Jobs: attention serial64 serial128 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
+# Jobs: attention serial64 serial128 serial128x16 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
 set -u
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
@@ -11,6 +11,8 @@ for job in "$@"; do
   case $job in
     serial64) python3 $B/serial_exits.py --prompts 64 --out "$OUT/$job.json" ;;
     serial128) python3 $B/serial_exits.py --prompts 128 --phases --out "$OUT/$job.json" ;;
+    serial128x16) python3 $B/serial_exits.py --prompts 128 --max-tokens 2048 --answer-max-tokens 128 --repeats 2 \
+      --arms parallel serial --phases --out "$OUT/$job.json" ;;
     serial128long) python3 $B/serial_exits.py --prompts 128 --max-tokens 2048 --answer-max-tokens 256 --repeats 2 --max-batch-size 576 \
       --out "$OUT/$job.json" ;;
     seriallong) python3 $B/serial_exits.py --model qwen2.5-1.5b --prompts 64 --max-tokens 2048 --answer-max-tokens 128 \
@@ -25,7 +27,8 @@ for job in "$@"; do
     decode) python3 $B/decode_throughput.py --models smollm2-135m-instruct --batch 256 --new-tokens 512 \
       --modes stock compiled --out "$OUT/$job.json" ;;
     steptime) python3 $B/step_time.py --steps 3 --out "$OUT/$job.json" ;;
-    gputests) python3 -m pytest -p no:cacheprovider -q -m gpu tests/rollouts/test_hf_engine.py -o addopts="" ;;
+    gputests) python3 -m pytest -p no:cacheprovider -q -m gpu tests/rollouts/test_decode_attention.py \
+      tests/rollouts/test_hf_engine.py -o addopts="" ;;
     *) echo "unknown job $job" >&2; continue ;;
   esac > "$OUT/$job.log" 2>&1
   echo "$job: rc $? in $(( $(date +%s) - start )) s" | tee -a "$OUT/jobs.txt"

@@ -64,15 +64,24 @@ def test_n_samples_padding_and_per_request_caps(engines: dict[str, HFEngine], mo
     assert [c.logprobs for c in solo] == [pytest.approx(c.logprobs, abs=1e-5) for c in out[2]]
 
 
-@pytest.mark.parametrize("max_prefill_tokens", [32768, 7])
-def test_static_mode_equals_dynamic(engines: dict[str, HFEngine], max_prefill_tokens: int) -> None:
+@pytest.mark.parametrize(
+    ("max_prefill_tokens", "decode_attention"), [(32768, "window"), (7, "window"), (32768, "ragged"), (7, "ragged")]
+)
+def test_static_mode_equals_dynamic(
+    engines: dict[str, HFEngine], max_prefill_tokens: int, decode_attention: str
+) -> None:
     """Static decoding equals the dynamic loop, also when the prefill runs in pieces (7 tokens: one slot per piece
-    for the 6 rows, so every piece attends over the slots the previous pieces wrote)."""
+    for the 6 rows, so every piece attends over the slots the previous pieces wrote), with either decode attention
+    (ragged: each row reads slots [P - len, P + step) only; a wrong start or end changes the logprobs)."""
     reqs = [
         Request(p, SamplingParams(n=2, temperature=0.8, top_p=0.9, top_k=40, max_tokens=6, seed=i, logprobs=True))
         for i, p in enumerate(PROMPTS)
     ]
-    static = HFEngine(engines["dynamic"].model, mode="static", kv_bucket=4, max_prefill_tokens=max_prefill_tokens)
+    static = HFEngine(
+        engines["dynamic"].model, mode="static", kv_bucket=4, max_prefill_tokens=max_prefill_tokens,
+        decode_attention=decode_attention,
+    )  # fmt: skip
+    assert static.decode_attention == decode_attention
     dyn, sta = engines["dynamic"].generate(reqs), static.generate(reqs)
     assert [ids(g) for g in dyn] == [ids(g) for g in sta]
     diff = max(
@@ -151,6 +160,9 @@ def test_errors(engines: dict[str, HFEngine]) -> None:
         engine.generate([Request([5] * 1000, SamplingParams(max_tokens=30))])
     with pytest.raises(ValueError, match="mode"):
         HFEngine(engine.model, mode="fast")
+    with pytest.raises(ValueError, match="decode_attention"):
+        HFEngine(engine.model, mode="static", decode_attention="paged")
+    assert HFEngine(engine.model, mode="static").decode_attention == "window"  # auto on CPU: no Triton kernel here
     model = engine.model
     saved = model.generation_config.eos_token_id, model.config.eos_token_id
     model.generation_config.eos_token_id = model.config.eos_token_id = None
@@ -224,10 +236,13 @@ def test_gpu_modes_match_dynamic(mode: str) -> None:
         assert [ids(g) for g in fast.generate(reqs)] == expected
 
 
-def test_prefix_reuse_copies_cached_kv_and_changes_nothing(tiny_model_path: str) -> None:
+@pytest.mark.parametrize("decode_attention", ["window", "ragged"])
+def test_prefix_reuse_copies_cached_kv_and_changes_nothing(tiny_model_path: str, decode_attention: str) -> None:
     """Exits after traces and continuations of unfinished samples copy their cached prefix instead of prefilling it;
     the outputs equal an engine that prefills everything, and a weight update invalidates the cache."""
-    reusing = HFEngine(tiny_model_path, mode="static", kv_bucket=4, batch_buckets=True)
+    reusing = HFEngine(
+        tiny_model_path, mode="static", kv_bucket=4, batch_buckets=True, decode_attention=decode_attention
+    )
     plain = HFEngine(reusing.model, mode="static", kv_bucket=4, batch_buckets=True, prefix_reuse=False)
 
     def both(requests: list[Request]) -> list[list]:
