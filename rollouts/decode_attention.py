@@ -20,6 +20,7 @@ on a device without Triton (CPU) it runs `reference_attention`, the same arithme
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -126,14 +127,18 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tens
     l_sum = torch.empty_like(m)
     out = torch.empty((batch, 1, heads, dim), dtype=q.dtype, device=q.device)
     prec = "ieee" if q.dtype == torch.float32 else "tf32"
-    partial_kernel[(batch * num_kv, splits)](
-        q, k, v, start, end, acc, m, l_sum, scale, num_kv,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        G=groups, BLOCK_G=max(16, triton.next_power_of_2(groups)), D=dim, BLOCK_N=_BLOCK_N, SPLIT_BLOCKS=split_blocks, PREC=prec,
-    )  # fmt: skip
-    combine_kernel[(batch * heads,)](
-        acc, m, l_sum, out, splits, G=groups, D=dim, BLOCK_S=max(2, triton.next_power_of_2(splits)),
-    )  # fmt: skip
+    # Triton launches on the current device, and a trainer rank's tensors may live on another (the interpreter: CPU)
+    device = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
+    with device:
+        partial_kernel[(batch * num_kv, splits)](
+            q, k, v, start, end, acc, m, l_sum, scale, num_kv,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+            G=groups, BLOCK_G=max(16, triton.next_power_of_2(groups)), D=dim, BLOCK_N=_BLOCK_N,
+            SPLIT_BLOCKS=split_blocks, PREC=prec,
+        )  # fmt: skip
+        combine_kernel[(batch * heads,)](
+            acc, m, l_sum, out, splits, G=groups, D=dim, BLOCK_S=max(2, triton.next_power_of_2(splits)),
+        )  # fmt: skip
     return out
 
 

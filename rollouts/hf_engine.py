@@ -2,10 +2,12 @@
 
 Modes (`mode=`; "auto" is "compiled" on CUDA and "dynamic" elsewhere):
 - "dynamic": prefill, then a Python decode loop over a `DynamicCache`, eager. Correct on any device; the CPU choice.
-- "static": the same loop over a preallocated `StaticCache` and a decode attention that reads each KV head once
-  (transformers' sdpa path repeats K/V per query head whenever a padding mask is given) and only the filled part of
-  the cache (a window rounded up to `kv_bucket` slots). On CUDA each decode step is captured as a CUDA graph once per
-  (batch, cache length, window) and replayed; the host syncs every `sync_every` steps only.
+- "static": the same loop over a preallocated `StaticCache`. Decode attention reads each KV head once (transformers'
+  sdpa path repeats K/V per query head whenever a padding mask is given) and, by default on CUDA
+  (`decode_attention="ragged"`), only each row's own filled slots (`rollouts.decode_attention`, a Triton kernel);
+  `"window"` is a masked SDPA over the batch's filled window (rounded up to `kv_bucket` slots), the CPU default. On
+  CUDA each decode step is captured as a CUDA graph once per (batch, cache length, window) and replayed; the host
+  syncs every `sync_every` steps only.
 - "compiled": "static" with the model's decode forward compiled by `torch.compile` (inductor fuses the ~40 small
   kernels per layer that bound an eager step), still captured as CUDA graphs. Sampling stays eager: inductor in torch
   2.11 fails on split argmax/cumsum over a 150k vocabulary. The first call compiles (~35 s on an H200; a second
@@ -14,10 +16,11 @@ Modes (`mode=`; "auto" is "compiled" on CUDA and "dynamic" elsewhere):
   by sampling settings; a group is seeded once, so seeds are reproducible per call, not per request. Kept for
   comparison: without flash-attn it was slower than TRL's stock path.
 Measured on one H200 (bf16, batch 256, 512 new tokens, temperature 1, experiments/bench/decode_throughput.py), in
-tokens/s: SmolLM2-135M stock TRL path 3.3k, dynamic 10.6k, static 45.7k, compiled 74.0k (22x), continuous 1.7k;
-Qwen2.5-1.5B shape stock 3.3k, dynamic 7.2k, static 33.0k, compiled 46.5k (14x, 21% of the memory-bandwidth bound).
-The largest remaining gap is decode attention: cuDNN SDPA with a padding mask runs ~4x off bandwidth at 6 query rows
-per KV head (a flash-decoding kernel would close it). Static and compiled modes need full-attention models.
+tokens/s, window attention: SmolLM2-135M stock TRL path 3.3k, dynamic 10.6k, static 45.7k, compiled 74.0k (22x),
+continuous 1.7k; Qwen2.5-1.5B shape stock 3.3k, dynamic 7.2k, static 33.0k, compiled 46.5k (14x, 21% of the
+memory-bandwidth bound). With the ragged kernel SmolLM2 compiled reached 92.7k (stock 2.3k in that run). The kernel
+runs one layer's decode attention 1.5-2.1x faster than masked SDPA at the engine's shapes (decode_attention.py).
+Static and compiled modes need full-attention models.
 Unseeded requests draw their seed from torch's global generator, so `torch.manual_seed` makes them reproducible.
 
 Semantics shared with the vLLM engine and with what TRL 1.16 expects:

@@ -46,9 +46,10 @@ def matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     return torch.matmul(probs, v)
 
 
-def ragged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, scale: float) -> torch.Tensor:
+def ragged(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, end: torch.Tensor, scale: float
+) -> torch.Tensor:
     batch, kv, groups, dim = q.shape
-    end = torch.tensor(k.shape[2], device=q.device)
     return ragged_decode_attention(q.reshape(batch, kv * groups, 1, dim), k, v, start, end, k.shape[2], scale)
 
 
@@ -101,7 +102,7 @@ def main() -> None:
         row: dict[str, Any] = {"batch": batch, "q_heads": hq, "kv_heads": hkv, "head_dim": dim, "window": window}
         calls = {name: (fn, (q, k, v, mask, scale)) for name, fn in variants.items()}
         if args.device.startswith("cuda"):
-            calls["ragged"] = (ragged, (q, k, v, starts, scale))
+            calls["ragged"] = (ragged, (q, k, v, starts, torch.tensor(window, device=args.device), scale))
         for name, (fn, fn_args) in calls.items():
             out = fn(*fn_args).float().reshape(reference.shape)
             err = (out - reference).abs().max().item()

@@ -19,9 +19,15 @@ thin engine wrapper caps each request at the sample's remaining tokens and repor
 length, as an EOS there would. Prompts are random token ids (lengths uniform in [P/2, P]); only shapes matter.
 
 Reported per arm: wall time, finished samples/s (`throughput`), `speedup` over one_shot, the steady-state rate
-(samples finished while the queue still filled every slot, per second until then), and what was computed (tokens
+(samples finished while the queue still filled every slot, per second until then; `steady_speedup`), `drain_s` (the
+time after that: the pool's last long samples finishing in calls with free slots), and what was computed (tokens
 prefilled and decoded, decode slots = rows x steps, slot utilization). Each arm is preceded by one untimed call of B
 rows x L_max tokens, so CUDA graphs for every KV window exist before timing (the paper: 4 segments, 2.06x).
+
+Which number compares with the paper: UloRL's 2.06x is seconds per training step in a run whose pool persists, so
+new prompts fill every slot each step and the pool never drains: `steady_speedup`. It is conservative (it includes
+the first calls, whose pool of fresh samples finishes fewer of them than an equilibrium pool does, and leaves the
+pool's partly decoded samples uncounted). `speedup` also pays the drain of a finite batch, which training never does.
 
 GPU:  python experiments/bench/segments.py --out segments.json
 CPU:  python experiments/bench/segments.py --device cpu --model tiny --samples 16 --slots 4 --max-len 32
@@ -219,7 +225,8 @@ def main() -> None:
         row: dict[str, Any] = {
             "arm": name, "segments": S, "segment_length": math.ceil(args.max_len / S) if S else args.max_len,
             "warmup_s": warm, "wall_s": wall, "finished": finished, "throughput": finished / wall,
-            "steady_throughput": steady[-1][1] / steady[-1][0] if steady else None, **totals(calls),
+            "steady_throughput": steady[-1][1] / steady[-1][0] if steady else None,
+            "drain_s": wall - steady[-1][0] if steady else None, **totals(calls),
             "calls": calls_json(calls),
         }  # fmt: skip
         if samples is not None:
