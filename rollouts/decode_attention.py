@@ -6,10 +6,10 @@ and a batch's window is its longest row's. Where lengths differ (S-GRPO exits cu
 of fresh prompts beside resumed long samples) most of what it reads is padding. This is flash-decoding over the
 ragged rows instead:
 
-- stage 1, grid (B * Hkv, splits): a program takes one (row, KV head) and one split of SPLIT_BLOCKS x BLOCK_N slots
-  counted from the row's own start, loads the G query heads of that KV head at once (each KV head is read once), and keeps an
-  online softmax (running max m, sum l, unnormalised output) over blocks of `BLOCK_N` slots. A split past the row's
-  end writes m = -inf, l = 0 and leaves.
+- stage 1, grid (B * Hkv, splits): a program takes one (row, KV head) and one split of SPLIT_BLOCKS x BLOCK_N
+  slots counted from the row's own start, loads the G query heads of that KV head at once (each KV head is read
+  once), and keeps an online softmax (running max m, sum l, unnormalised output) over blocks of `BLOCK_N` slots. A
+  split past the row's end writes m = -inf, l = 0 and leaves.
 - stage 2, grid (B * Hq,): out = sum_s exp(m_s - m) acc_s / sum_s exp(m_s - m) l_s, m = max_s m_s (both stages work
   in base 2: log2(e) is folded into the scale).
 Splits are sized so that about `_TARGET_PROGRAMS` programs run whatever the batch (a small batch of long rows would

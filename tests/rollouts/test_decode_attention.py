@@ -54,7 +54,6 @@ def test_reference_equals_masked_sdpa_over_the_window(shape: tuple) -> None:
 
 
 _INTERPRETED = """
-import sys, torch
 from rollouts.decode_attention import _launch, reference_attention
 from tests.rollouts.test_decode_attention import SHAPES, _inputs
 worst = 0.0
