@@ -249,7 +249,13 @@ _UNIT_VOCAB = frozenset(
     minutes minute seconds second days day weeks week years year grams gram liters litres liter litre""".split()
 )
 _TRAILING_UNIT_RE = re.compile(r"(.*?[\d})])(\s*)([A-Za-z][A-Za-z .]*?)\s*(?:\^\{?[23]\}?)?\.?")
-_ASSIGN_RE = re.compile(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?(?:\([A-Za-z]\))?\s*=\s*(.+)", re.S)
+# A top-level `name = ` prefix: a letter or a command, an optional subscript (one character or a closed `{...}`
+# group) and an optional `(x)`. The subscript must close before the `=`, so `\sum_{n=1}^{100} n` is no assignment.
+_ASSIGN_RE = re.compile(
+    r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_(?:[A-Za-z0-9]|\{[A-Za-z0-9]+\}))?(?:\([A-Za-z]\))?\s*=\s*(.+)", re.S
+)
+# Commands that start an expression (a sum, a limit), never the name an answer is assigned to.
+_OPERATOR_RE = re.compile(r"\\(?:sum|prod|int|oint|lim|max|min|bigcup|bigcap)(?![A-Za-z])")
 _THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 
@@ -327,7 +333,7 @@ def normalize_answer(text: str) -> str:
     s = _strip_text_commands(s).strip()
     s = re.sub(r"\s+(?:or|and)\s+", ",", s)
     m = _ASSIGN_RE.fullmatch(s)
-    if m is not None and "=" not in m.group(1):
+    if m is not None and "=" not in m.group(1) and not _OPERATOR_RE.match(s):
         s = m.group(1).strip()
     s = _strip_trailing_unit(s)
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
