@@ -68,16 +68,34 @@ def _merge_one(base: Tensor, tuned: Tensor, threshold: float, scale: float) -> T
     return (base.to(work) + scale * delta * selected).to(tuned.dtype)
 
 
-def _check(base_state: Mapping[str, Tensor], tuned_state: Mapping[str, Tensor], keep: float) -> None:
+def _check_ranges(keep: float, scale: float) -> None:
+    # `not a <= x` also refuses NaN
     if not 0 < keep <= 1:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
+        raise ValueError(f"--keep must be in (0, 1] (the fraction of update entries kept), got {keep}")
+    if not 0 < scale <= 1:
+        raise ValueError(f"--scale must be in (0, 1] (the factor on the kept update; DLER uses 0.7), got {scale}")
+
+
+def _check(base_state: Mapping[str, Tensor], tuned_state: Mapping[str, Tensor], keep: float, scale: float) -> None:
+    """Same parameter names and shapes in both models (a difference would silently drop or garble a layer)."""
+    _check_ranges(keep, scale)
     only_base = sorted(set(base_state) - set(tuned_state))
     only_tuned = sorted(set(tuned_state) - set(base_state))
-    if only_base or only_tuned:
-        raise ValueError(f"state dicts differ: only in base {only_base[:5]}, only in tuned {only_tuned[:5]}")
-    for name, tuned in tuned_state.items():
-        if tuned.is_floating_point() and base_state[name].shape != tuned.shape:
-            raise ValueError(f"{name}: base shape {tuple(base_state[name].shape)} != tuned {tuple(tuned.shape)}")
+    problems = [f"only in base: {_first(only_base)}"] * bool(only_base)
+    problems += [f"only in tuned: {_first(only_tuned)}"] * bool(only_tuned)
+    shapes = [
+        f"{name} {tuple(base_state[name].shape)} vs {tuple(t.shape)}"
+        for name, t in tuned_state.items()
+        if name in base_state and base_state[name].shape != t.shape
+    ]
+    if shapes:
+        problems.append(f"shapes differ (base vs tuned): {_first(shapes)}")
+    if problems:
+        raise ValueError("base and tuned are not the same architecture: " + "; ".join(problems))
+
+
+def _first(items: Sequence[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def _iter_merged(
@@ -111,9 +129,9 @@ def update_selective_merge(
     k = ceil(keep·numel) entries per float tensor (per_tensor=True, the TIES convention, methods.md §3.2 [default]),
     or over all float tensors together (per_tensor=False; found chunk-wise, without concatenating). Entries tied
     with the k-th largest |Δ| are all kept. Non-float tensors are copied from `tuned_state`. Raises ValueError for
-    `keep` outside (0, 1], differing keys, or a shape mismatch (naming the tensor).
+    `keep` or `scale` outside (0, 1], differing keys, or a shape mismatch (naming the first few tensors).
     """
-    _check(base_state, tuned_state, keep)
+    _check(base_state, tuned_state, keep, scale)
     merged = {}
     for name, tensor in _iter_merged(base_state, tuned_state, keep, scale, per_tensor):
         merged[name] = tensor.clone() if tensor is tuned_state[name] else tensor
@@ -135,23 +153,21 @@ def _unique_storage(state: Mapping[str, Tensor]) -> list[str]:
 def merge_checkpoints(
     base: str, tuned: str, out: str, *, keep: float = 0.25, scale: float = 0.7, per_tensor: bool = True
 ) -> None:
-    """Merge two HF model folders into `out`: the tuned model's config, dtype and tokenizer, merged weights."""
+    """Merge two HF model folders into `out`: the tuned model's config, dtype and tokenizer, merged weights.
+
+    Every check (folders, ranges, parameter names and shapes) runs before anything is written.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    for label, path in (("base", base), ("tuned", tuned)):
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"{label} model folder not found: {path}")
-    if Path(out).resolve() in (Path(base).resolve(), Path(tuned).resolve()):
-        raise ValueError(f"output folder {out} must differ from the input folders")
-    if not 0 < keep <= 1:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    _check_ranges(keep, scale)
+    check_folders(base, tuned, out)
     tuned_model = AutoModelForCausalLM.from_pretrained(tuned, dtype="auto")
     base_model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
     tuned_all, base_all = tuned_model.state_dict(), base_model.state_dict()
+    _check(base_all, tuned_all, keep, scale)  # all names, tied aliases included: nothing may be dropped
     names = _unique_storage(tuned_all)
     tuned_state = {name: tuned_all[name] for name in names}
-    base_state = {name: base_all[name] for name in names if name in base_all}
-    _check(base_state, tuned_state, keep)
+    base_state = {name: base_all[name] for name in names}
     with torch.no_grad():
         # Written in place tensor by tensor, so peak memory stays near two models rather than three.
         for name, merged in _iter_merged(base_state, tuned_state, keep, scale, per_tensor):
@@ -165,6 +181,20 @@ def merge_checkpoints(
         print(f"brevity merge: warning: no tokenizer saved, loading it from {tuned} failed: {err}", file=sys.stderr)
 
 
+def check_folders(base: str, tuned: str, out: str) -> None:
+    """Both inputs are HF model folders (a `config.json`), and `out` is neither of them."""
+    problems = []
+    for label, path in (("base", base), ("tuned", tuned)):
+        if not Path(path).is_dir():
+            problems.append(f"{label} folder not found: {path}")
+        elif not (Path(path) / "config.json").is_file():
+            problems.append(f"{label} folder {path} is not a Hugging Face model folder (no config.json)")
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+    if Path(out).resolve() in (Path(base).resolve(), Path(tuned).resolve()):
+        raise ValueError(f"output folder {out} must differ from the input folders (it would overwrite a model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of `brevity merge`."""
     parser = argparse.ArgumentParser(
@@ -174,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("base", help="folder of the base (pre-RL) HF model")
     parser.add_argument("tuned", help="folder of the RL-tuned HF model (its config, dtype and tokenizer are kept)")
     parser.add_argument("out", help="output folder for the merged model")
-    parser.add_argument("--keep", type=float, default=0.25, help="fraction of update entries kept (default 0.25)")
-    parser.add_argument("--scale", type=float, default=0.7, help="scale of the kept update (default 0.7)")
+    parser.add_argument(
+        "--keep", type=float, default=0.25, help="fraction of update entries kept, in (0, 1] (default 0.25)"
+    )
+    parser.add_argument("--scale", type=float, default=0.7, help="factor on the kept update, in (0, 1] (default 0.7)")
     parser.add_argument(
         "--global-topk", action="store_true", help="top-k over all weights together instead of per tensor"
     )
@@ -185,16 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """`brevity merge BASE TUNED OUT [--keep 0.25] [--scale 0.7] [--global-topk]`; returns the exit code."""
     args = build_parser().parse_args(argv)
-    folders = (("base", args.base), ("tuned", args.tuned))
-    missing = [f"{label} folder not found: {path}" for label, path in folders if not Path(path).is_dir()]
-    if missing:
-        print("brevity merge: error: " + "; ".join(missing), file=sys.stderr)
+    try:
+        _check_ranges(args.keep, args.scale)
+        check_folders(args.base, args.tuned, args.out)
+        merge_checkpoints(
+            args.base, args.tuned, args.out, keep=args.keep, scale=args.scale, per_tensor=not args.global_topk
+        )
+    except (ValueError, OSError) as e:  # bad input, or a folder transformers cannot load: one line, no traceback
+        print(f"brevity merge: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2
-    if not 0 < args.keep <= 1:
-        print(f"brevity merge: error: --keep must be in (0, 1], got {args.keep}", file=sys.stderr)
-        return 2
-    merge_checkpoints(
-        args.base, args.tuned, args.out, keep=args.keep, scale=args.scale, per_tensor=not args.global_topk
-    )
     print(f"merged model written to {args.out} (keep={args.keep}, scale={args.scale})")
     return 0

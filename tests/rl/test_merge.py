@@ -91,14 +91,14 @@ def test_errors_name_the_problem() -> None:
         update_selective_merge(base, {**tuned, "extra": torch.zeros(1)})
 
 
-def _tiny_llama(path: Path, seed: int, dtype: torch.dtype) -> None:
+def _tiny_llama(path: Path, seed: int, dtype: torch.dtype, layers: int = 2, intermediate: int = 64) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=64,
         hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=1,
         max_position_embeddings=64,
@@ -154,3 +154,49 @@ def test_cli_missing_folders_fail_before_loading(tmp_path: Path, capsys: pytest.
     (tmp_path / "t").mkdir()
     assert main([str(tmp_path / "b"), str(tmp_path / "t"), str(tmp_path / "out"), "--keep", "0"]) == 2
     assert "--keep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", ["0", "-0.5", "1.5", "nan"])
+def test_cli_scale_out_of_range_is_refused(tmp_path: Path, scale: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path), str(tmp_path), str(tmp_path / "out"), "--scale", scale]) == 2
+    assert "--scale must be in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="scale"):
+        update_selective_merge({"w": torch.zeros(2)}, {"w": torch.ones(2)}, scale=float(scale))
+
+
+@pytest.mark.parametrize(
+    ("base_kwargs", "expected"),
+    [
+        ({"layers": 3}, r"only in base: model\.layers\.2\."),  # a layer the tuned model lacks is never dropped
+        (
+            {"intermediate": 48},
+            r"shapes differ \(base vs tuned\): model\.layers\.0\.mlp\.gate_proj\.weight \(48, 32\) vs \(64, 32\)",
+        ),
+    ],
+)
+def test_cli_architecture_mismatch_fails_before_writing(
+    tmp_path: Path, base_kwargs: dict, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    base_dir, tuned_dir, out_dir = tmp_path / "base", tmp_path / "tuned", tmp_path / "out"
+    _tiny_llama(base_dir, seed=0, dtype=torch.float32, **base_kwargs)
+    _tiny_llama(tuned_dir, seed=1, dtype=torch.float32)
+    capsys.readouterr()
+    assert main([str(base_dir), str(tuned_dir), str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(expected, err) and " more" in err  # the first few names, and how many more
+    assert "Traceback" not in err and [line for line in err.splitlines() if "error" in line] == [err.splitlines()[-1]]
+    assert not out_dir.exists()
+
+
+def test_cli_bad_folders_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, not_model = tmp_path / "model", tmp_path / "empty"
+    _tiny_llama(model, seed=0, dtype=torch.float32)
+    not_model.mkdir()
+    capsys.readouterr()
+    assert main([str(model), str(not_model), str(tmp_path / "out")]) == 2
+    assert "not a Hugging Face model folder" in capsys.readouterr().err
+    assert main([str(model), str(model), str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "must differ from the input folders" in err and err.count("\n") == 1
