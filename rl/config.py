@@ -156,7 +156,9 @@ def _grpo_config(flat: dict[str, Any], source: str, set_keys: frozenset[str] = f
         if isinstance(value, int) and not isinstance(value, bool) and _type_ok(1.0, annotation):
             continue  # YAML writes 1e-6 as a float but 1 as an int; TRL accepts ints for float fields
         if not _type_ok(value, annotation) and not (isinstance(value, str) and _type_ok("x", annotation)):
-            raise ConfigError(source, key, f"expected {_type_name(annotation)}, got {value!r}")
+            quoted = isinstance(value, str) and _is_number(value) and _type_ok(1.0, annotation)
+            hint = " (a quoted string: write the number without quotes)" if quoted else ""
+            raise ConfigError(source, key, f"expected {_type_name(annotation)}, got {value!r}{hint}")
     flat.setdefault("output_dir", "runs/" + Path(source).stem)
     flat.setdefault("report_to", "none")
     import torch
@@ -171,6 +173,14 @@ def _grpo_config(flat: dict[str, Any], source: str, set_keys: frozenset[str] = f
         return GRPOConfig(**flat)
     except (TypeError, ValueError) as e:
         raise ConfigError(source, _keys_named(str(e), fields, set_keys), str(e)) from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _keys_named(message: str, fields: Mapping[str, Any], set_keys: frozenset[str]) -> str:
@@ -325,13 +335,33 @@ def _suggest(name: Any, known: Mapping[str, Any]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; choose one of {sorted(known)}"
 
 
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `1e-5`, `5E+3` and `1_000.5e-2` are numbers, not strings.
+
+    PyYAML follows YAML 1.1, whose floats need a dot (`1.0e-5`), so the `learning_rate: 1e-5` people write (and TRL's
+    docs show) would load as the string "1e-5".
+    """
+
+
+YAMLLoader.add_implicit_resolver(  # added after PyYAML's own float resolver, which still handles `.inf`, `1.5` ...
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text with YAML 1.2 numbers (see `YAMLLoader`)."""
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment YAML."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"experiment config {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(str(path), "<yaml>", f"not valid YAML: {e}") from None
     return parse_config(raw or {}, str(path))

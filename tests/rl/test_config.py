@@ -351,3 +351,18 @@ def test_data_split_reaches_the_loader(tmp_path: Path, no_model: None, capsys: p
     path = _write(tmp_path, data={"train": "gsm8k", "split": "train", "size": 4})
     assert main(["--config", str(path)]) == 2
     assert "split" in capsys.readouterr().err
+
+
+# ---- YAML 1.2 numbers -----------------------------------------------------------------------------------------------
+def test_yaml_numbers_as_people_write_them(tmp_path: Path) -> None:
+    """PyYAML alone (YAML 1.1) reads `1e-5` as a string; the loader follows YAML 1.2 numbers."""
+    path = tmp_path / "experiment.yaml"
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    path.write_text(text + "learning_rate: 1e-5\nbeta: 5E-4\nmax_grad_norm: 1e0\n")
+    config = load_config(path)
+    assert config.grpo.learning_rate == 1e-5 and isinstance(config.grpo.learning_rate, float)
+    assert (config.grpo.beta, config.grpo.max_grad_norm) == (5e-4, 1.0)
+    path.write_text(text + 'learning_rate: "1e-5"\n')  # quoted: still a string, and the message says so
+    with pytest.raises(ConfigError, match="without quotes") as info:
+        load_config(path)
+    assert info.value.key == "learning_rate"
