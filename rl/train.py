@@ -7,7 +7,10 @@ columns) before the model is loaded, so a typo costs seconds, not a model load.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -113,23 +116,122 @@ def check_engine(config: ExperimentConfig, plan: Any) -> None:
         )
 
 
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """`output_dir/checkpoint-<step>` folders, oldest step first."""
+    found = [
+        q for q in Path(output_dir).glob("checkpoint-*") if q.is_dir() and re.fullmatch(r"checkpoint-\d+", q.name)
+    ]
+    return sorted(found, key=lambda q: int(q.name.split("-")[1]))
+
+
+def resolve_resume(resume: str | None, output_dir: str, allow_fresh: bool = False) -> str | None:
+    """The checkpoint folder `--resume` names (checked before any model is loaded); None = train from scratch."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = checkpoints(output_dir)
+        if found:
+            return str(found[-1])
+        if allow_fresh:
+            logger.info("--resume latest: no checkpoint in %s yet, starting from scratch (--allow-fresh)", output_dir)
+            return None
+        raise ValueError(
+            f"--resume latest: no checkpoint-* folder in output_dir {output_dir}; add --allow-fresh to start from "
+            "scratch when there is none, or drop --resume"
+        )
+    path = Path(resume)
+    if not path.is_dir():
+        raise ValueError(f"--resume {resume}: no such folder (pass a checkpoint-<step> folder or 'latest')")
+    if not (path / "trainer_state.json").is_file():
+        raise ValueError(
+            f"--resume {resume}: not a training checkpoint (no trainer_state.json); checkpoints are the "
+            f"checkpoint-<step> folders inside output_dir"
+        )
+    return str(path)
+
+
+def _tied_aliases(model: Any) -> set[str]:
+    """State-dict names that share storage with an earlier name (a tied `lm_head.weight`)."""
+    seen, aliases = set(), set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            aliases.add(name)
+        seen.add(key)
+    return aliases
+
+
+class TiedKeysFilter(logging.Filter):
+    """Drops the Trainer's "missing keys in the checkpoint" warning on resume when only tied aliases are missing.
+
+    `save_pretrained` leaves out `lm_head.weight` of a tied-embedding model (SmolLM2, the tiny test models) because
+    it is the input embedding; loading the embedding restores both, so the warning is expected and harmless. Any
+    other missing key still warns.
+    """
+
+    PREFIX = "There were missing keys in the checkpoint model loaded: "
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.tied = _tied_aliases(model)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        try:
+            missing = set(ast.literal_eval(message[len(self.PREFIX) :].rstrip(".")))
+        except (ValueError, SyntaxError, TypeError):
+            return True
+        return not (missing and missing <= self.tied)
+
+
+def interrupted_message(config_path: str, output_dir: str) -> str:
+    """What Ctrl-C during training prints: the latest checkpoint and the command that resumes from it."""
+    found = checkpoints(output_dir)
+    if not found:
+        return (
+            f"interrupted: no checkpoint was saved yet in {output_dir} (see save_strategy / save_steps); "
+            "the run must start again"
+        )
+    return (
+        f"interrupted: the latest checkpoint is {found[-1]}; resume with: brevity train --config {config_path} "
+        "--resume latest (or add --resume latest to your launch line)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="brevity train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="experiment YAML")
+    p = argparse.ArgumentParser(
+        prog="brevity train",
+        description="Train with one of brevity's GRPO variants from an experiment YAML (also: accelerate launch ... "
+        "-m rl.train --config ...). The YAML is checked before any model is loaded.",
+    )
+    p.add_argument("--config", required=True, help="experiment YAML (see experiments/README.md)")
     p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' for the newest in output_dir")
+    p.add_argument(
+        "--allow-fresh",
+        action="store_true",
+        help="with --resume latest: start from scratch when output_dir has no checkpoint (default: stop)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = load_config(args.config)
+        resume = resolve_resume(args.resume, config.grpo.output_dir, args.allow_fresh)
         trainer = build_trainer(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    resume = args.resume
-    if resume == "latest":
-        ckpts = sorted(Path(config.grpo.output_dir).glob("checkpoint-*"), key=lambda q: int(q.name.split("-")[1]))
-        resume = str(ckpts[-1]) if ckpts else None
-    trainer.train(resume_from_checkpoint=resume)
+    quiet = TiedKeysFilter(trainer.model)
+    logging.getLogger("transformers.trainer").addFilter(quiet)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("\n" + interrupted_message(args.config, config.grpo.output_dir), file=sys.stderr)
+        return 130
+    finally:
+        logging.getLogger("transformers.trainer").removeFilter(quiet)
     trainer.save_model(config.grpo.output_dir)
     return 0
 
