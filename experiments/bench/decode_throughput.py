@@ -1,44 +1,66 @@
-"""Decode throughput of HFEngine (each mode) against TRL 1.16's stock transformers generate path; prints JSON.
+"""Decode throughput: brevity's HFEngine against the stock transformers/TRL paths, same run and shapes; prints JSON.
 
-Every run decodes exactly `--new-tokens` tokens for each of `--batch` random prompts (lengths uniform in
+Every run decodes exactly `new_tokens` tokens for each of `batch` random prompts (lengths uniform in
 [prompt_len/2, prompt_len], fixed seed), sampling at temperature 1.0; tokens/s = batch * new_tokens / wall time,
 prefill included. Weights are random unless a real checkpoint is at hand (only the architecture sets the speed).
+`--batch` and `--new-tokens` take several values (every combination runs), or `--shapes 256x512 1024x2048` a list.
 
-The "stock" mode reproduces what `GRPOTrainer` does with `use_vllm=False` (trl 1.16.0, trl/trainer/grpo_trainer.py),
-without the trainer (trl is not needed on the GPU machine):
-- `__init__`: `generation_kwargs = {"max_new_tokens": max_completion_length, "do_sample": True, "pad_token_id": ...,
+Arms (`--modes`):
+- "stock": what `GRPOTrainer` does with `use_vllm=False` (trl 1.16.0, trl/trainer/grpo_trainer.py), without the
+  trainer (trl is not needed on the GPU machine):
+  `__init__`: `generation_kwargs = {"max_new_tokens": max_completion_length, "do_sample": True, "pad_token_id": ...,
   "bos_token_id": ..., "eos_token_id": self.eos_token_ids, "temperature": ..., "top_p": ..., "top_k": ...,
-  "min_p": ..., "repetition_penalty": ..., "cache_implementation": args.cache_implementation}` then
-  `self.generation_config = GenerationConfig(**generation_kwargs, disable_compile=True)`, with GRPOConfig's defaults
-  temperature 1.0, top_p 1.0, top_k 0, min_p None, repetition_penalty 1.0, cache_implementation None.
-- `_generate_single_turn` (regular generation path): left-pad the prompt ids with `pad(..., padding_side="left")`,
-  attention mask likewise, then under `torch.no_grad()`:
-  `unwrapped_model.generate(input_ids=..., attention_mask=..., generation_config=self.generation_config)`.
-One deviation, so that every run decodes the same number of tokens: `min_new_tokens = new_tokens` (TRL would stop a
-row at EOS; the engine modes get `ignore_eos=True` for the same reason).
+  "min_p": ..., "repetition_penalty": ..., "cache_implementation": args.cache_implementation}`, updated by
+  `args.generation_kwargs`, then `self.generation_config = GenerationConfig(**generation_kwargs, disable_compile=True)`,
+  with GRPOConfig's defaults temperature 1.0, top_p 1.0, top_k 0, min_p None, repetition_penalty 1.0,
+  cache_implementation None. `_generate_single_turn` (regular path): left-pad the prompt ids and the attention mask,
+  then under `torch.no_grad()`: `unwrapped_model.generate(input_ids=..., attention_mask=...,
+  generation_config=self.generation_config)`.
+- "hf_static": the same with `cache_implementation="static"` (GRPOConfig's `cache_implementation`). TRL keeps
+  `disable_compile=True` (it is hard-coded, and putting `disable_compile` in `generation_kwargs` raises a TypeError),
+  so this is what TRL 1.16 can give: a static cache, decoded eagerly.
+- "hf_compiled": transformers' static cache + torch.compile as `generate` does it by itself
+  (`cache_implementation="static"`, `compile_config=CompileConfig()`: inductor, mode "reduce-overhead" = CUDA graphs,
+  `disable_compile=False`); `generate` compiles the decode forward, the prefill stays eager. Only on CUDA (transformers
+  compiles on CUDA/XPU only); elsewhere it is `hf_static` with the row's `hf_compile_active: false`.
+- "paged": transformers' continuous batching (paged KV cache) as TRL 1.16's `use_transformers_paged=True`
+  (= `use_transformers_continuous_batching`) calls it: `model.generate_batch(prompt_ids, generation_config=<the stock
+  config>, continuous_batching_config=ContinuousBatchingConfig(max_memory_percent=0.5), progress_bar=False)` (0.5 is
+  TRL's training-aware default). Every call builds a manager, warms it up and frees it, as each TRL step does.
+- "dynamic", "static", "compiled", "continuous": brevity's HFEngine modes (`rollouts/hf_engine.py`); one engine per
+  (model, mode) with `max_batch_size` = the largest batch, reused across shapes, as in training.
+Deviations from TRL, so every arm decodes the same number of tokens: `min_new_tokens = new_tokens` for the generate
+arms, `eos_token_id=-1` for "paged" (continuous batching has no min_new_tokens), `ignore_eos=True` for the engine.
 
-Memory-bandwidth bound (printed as `bandwidth_formula`): each decode step reads every weight once and the KV cache
-filled so far, so bytes/step ~= W + B * 2 * layers * kv_heads * head_dim * bytes * (mean_prompt + new_tokens / 2);
-ideal time = new_tokens * bytes/step / peak bandwidth; fraction = ideal time / measured wall time.
+Warm-up, untimed, before each timed call (reported as `first_call_s`): stock/hf_static/paged one call on 8 rows and 4
+tokens; hf_compiled two calls at the full shape stopped after 8 decode steps (a new StaticCache per call, as TRL
+gets: the second call shows any re-recording); engine modes one full call (graph capture for every KV window).
+Dynamo is reset before each compiled arm, so each compiles as in a fresh process. A failing arm (OOM, missing API)
+is recorded as {"error": ...} and the others still run; the JSON is rewritten after every arm.
 
-Each mode gets one untimed warm-up call first (graph capture; for "compiled" the torch.compile, reported as
-`first_call_s`); dynamo is reset before each model so every model compiles as in a fresh process. `--check` first
-compares static and dynamic modes in float32 on the device. "continuous" (transformers' continuous batching) is not in
-the default modes: it ran at 1.7k tokens/s on SmolLM2 (H200), below the stock path, and takes minutes.
+Fraction of the HBM bandwidth bound: a decode step must read every weight once and each row's filled KV cache, so
+bytes/step = W + B * 2 * layers * kv_heads * head_dim * bytes * (mean_prompt + new_tokens / 2) (embedding rows and
+activations ignored); fraction = bytes/step / (wall / new_tokens) / copy bandwidth, where the copy bandwidth is
+measured in the same run (`copy_bandwidth_gbs`: a 1 GiB device-to-device `copy_`, read + write bytes / time, best of
+20). The wall time includes the prefill, so the fraction is a lower bound on the decode's.
 
 GPU:  python experiments/bench/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --batch 256 \
-          --new-tokens 512 --modes stock dynamic static compiled --check --out bench.json   (~4 min on an H200)
-CPU:  python experiments/bench/decode_throughput.py --device cpu --batch 4 --new-tokens 16 --models tiny
+          --new-tokens 512 --modes compiled hf_compiled paged stock --out bench.json
+CPU:  python experiments/bench/decode_throughput.py --device cpu --models tiny --shapes 2x4 \
+          --modes stock hf_static hf_compiled paged dynamic static --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
+import os
+import subprocess
 import sys
 import time
+import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +71,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runs from a plai
 from rollouts.hf_engine import HFEngine  # noqa: E402
 from rollouts.types import Request, SamplingParams  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[2] / "rollouts" / "configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "rollouts" / "configs"
 SMOLLM2_CONFIG = {  # the converted SmolLM2-135M-Instruct config, for machines without the GGUF package
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
     "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152,
@@ -61,7 +84,11 @@ TINY_CONFIG = {
     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 49152,
     "max_position_embeddings": 1024, "tie_word_embeddings": True, "eos_token_id": 2, "pad_token_id": 2,
 }  # fmt: skip
-PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}
+PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}  # datasheet, for reference only: the fraction uses the copy
+STOCK_ARMS = ("stock", "hf_static", "hf_compiled", "paged")
+ENGINE_ARMS = ("dynamic", "static", "compiled", "continuous")
+ARMS = STOCK_ARMS + ENGINE_ARMS
+TRL_CB_MEMORY = 0.5  # trl 1.16 GRPOTrainer: cb_kwargs.setdefault("max_memory_percent", 0.5)
 
 
 def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, str]:
@@ -73,7 +100,7 @@ def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, str]:
             from rollouts.models import resolve_model
 
             model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
-            return model.to(device), "checkpoint"
+            return model.to(device).eval(), "checkpoint"
         except (ImportError, ModuleNotFoundError, FileNotFoundError) as exc:
             print(f"[bench] {name}: no checkpoint here ({exc}); random weights", file=sys.stderr)
             config = AutoConfig.for_model(**SMOLLM2_CONFIG)
@@ -86,6 +113,8 @@ def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, str]:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if model.config.pad_token_id is None:  # Qwen2 configs name no pad id; TRL would use the tokenizer's
+        model.config.pad_token_id = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
     return model.eval(), "random"
 
 
@@ -95,22 +124,85 @@ def prompts(batch: int, prompt_len: int, vocab: int) -> list[list[int]]:
     return [torch.randint(3, vocab, (int(n),), generator=g).tolist() for n in lens]
 
 
-def run_stock(model: Any, ids: list[list[int]], new_tokens: int) -> int:
-    """TRL 1.16's `_generate_single_turn` regular path (see the module docstring); returns tokens generated."""
-    from transformers import GenerationConfig
+def _eos(model: Any) -> list[int]:
+    eos = model.config.eos_token_id
+    return list(eos) if isinstance(eos, (list, tuple)) else [eos if eos is not None else 0]
+
+
+def trl_generation_config(model: Any, new_tokens: int, arm: str) -> Any:
+    """TRL 1.16's `self.generation_config` (see the module docstring), with the arm's cache and compile settings."""
+    from transformers import CompileConfig, GenerationConfig
 
     cfg = model.config
-    gen = GenerationConfig(
-        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, pad_token_id=cfg.pad_token_id,
-        bos_token_id=cfg.bos_token_id, eos_token_id=[cfg.eos_token_id], temperature=1.0, top_p=1.0, top_k=0,
-        min_p=None, repetition_penalty=1.0, cache_implementation=None, disable_compile=True,
-    )  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": new_tokens, "do_sample": True, "pad_token_id": cfg.pad_token_id,
+        "bos_token_id": cfg.bos_token_id, "eos_token_id": _eos(model), "temperature": 1.0, "top_p": 1.0, "top_k": 0,
+        "min_p": None, "repetition_penalty": 1.0, "cache_implementation": None, "disable_compile": True,
+    }  # fmt: skip
+    if arm == "paged":
+        kwargs["eos_token_id"] = -1  # every row decodes new_tokens tokens (no min_new_tokens in continuous batching)
+    else:
+        kwargs["min_new_tokens"] = new_tokens
+    if arm in ("hf_static", "hf_compiled"):
+        kwargs["cache_implementation"] = "static"
+    if arm == "hf_compiled":
+        kwargs.update(disable_compile=False, compile_config=CompileConfig())
+    return GenerationConfig(**kwargs)
+
+
+class StopAfter:
+    """A `StoppingCriteria` that ends generation after `steps` calls (warm-ups at the full shape, cache length kept)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.calls = steps, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        self.calls += 1
+        return torch.full((input_ids.shape[0],), self.calls >= self.steps, dtype=torch.bool, device=input_ids.device)
+
+
+def run_generate(model: Any, ids: list[list[int]], new_tokens: int, arm: str, stop_after: int | None = None) -> int:
+    """TRL 1.16's `_generate_single_turn` regular path (see the module docstring); returns tokens generated."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    gen = trl_generation_config(model, new_tokens, arm)
+    pad = model.config.pad_token_id
     width = max(map(len, ids))
-    input_ids = torch.tensor([[cfg.pad_token_id] * (width - len(x)) + x for x in ids], device=model.device)
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=model.device)
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
+    extra: dict[str, Any] = {}
+    if stop_after:
+        stop = type("StopAfterCriteria", (StopAfter, StoppingCriteria), {})(stop_after)
+        extra["stopping_criteria"] = StoppingCriteriaList([stop])
     with torch.no_grad():
-        out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen)
+        out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen, **extra)
     return (out.shape[1] - width) * len(ids)
+
+
+def paged_config(args: argparse.Namespace) -> Any:
+    """TRL's ContinuousBatchingConfig; `--cb-num-blocks` sizes the cache explicitly (CPU: auto-sizing is slow)."""
+    from transformers import ContinuousBatchingConfig
+
+    kwargs: dict[str, Any] = {"max_memory_percent": TRL_CB_MEMORY}
+    if args.cb_num_blocks:
+        kwargs.update(
+            num_blocks=args.cb_num_blocks, block_size=args.cb_block_size, max_batch_tokens=args.cb_batch_tokens
+        )
+    return ContinuousBatchingConfig(**kwargs)
+
+
+def run_paged(model: Any, ids: list[list[int]], new_tokens: int, cb_config: Any) -> int:
+    """TRL 1.16's `use_transformers_paged` path: `generate_batch`; raises if a request failed or went missing
+    (generate_batch only logs those)."""
+    gen = trl_generation_config(model, new_tokens, "paged")
+    with torch.no_grad():
+        out = model.generate_batch(
+            ids, generation_config=gen, continuous_batching_config=cb_config, progress_bar=False
+        )
+    failed = [k for k, v in out.items() if v.error is not None]
+    if len(out) != len(ids) or failed:
+        raise RuntimeError(f"generate_batch returned {len(out)}/{len(ids)} results, {len(failed)} failed")
+    return sum(len(v.generated_tokens) for v in out.values())
 
 
 def run_engine(engine: HFEngine, ids: list[list[int]], new_tokens: int) -> int:
@@ -132,7 +224,25 @@ def timed(fn: Any, device: str) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
-def bandwidth(model: Any, ids: list[list[int]], new_tokens: int, wall: float, peak_gbs: float) -> dict[str, Any]:
+def copy_bandwidth(device: str, nbytes: int | None = None, repeats: int = 20) -> dict[str, Any]:
+    """Device-to-device copy bandwidth, (read + write bytes) / time of one `copy_`, best of `repeats`."""
+    cuda = device.startswith("cuda")
+    nbytes = nbytes or (2**30 if cuda else 2**26)
+    src = torch.ones(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    del src, dst
+    return {"copy_bandwidth_gbs": 2 * nbytes / best / 1e9, "copy_bytes": nbytes, "copy_formula": "2 * bytes / time"}
+
+
+def bandwidth(model: Any, ids: list[list[int]], new_tokens: int, wall: float, copy_gbs: float) -> dict[str, Any]:
     cfg = model.config
     weights = sum({p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}.values())
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -140,11 +250,11 @@ def bandwidth(model: Any, ids: list[list[int]], new_tokens: int, wall: float, pe
     per_token_kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * itemsize
     mean_ctx = sum(map(len, ids)) / len(ids) + new_tokens / 2
     step_bytes = weights + len(ids) * per_token_kv * mean_ctx
-    ideal = new_tokens * step_bytes / (peak_gbs * 1e9)
+    step_s = wall / new_tokens
     return {
-        "bandwidth_formula": "new_tokens * (W + B*2*layers*kv_heads*head_dim*bytes*(mean_prompt+new_tokens/2)) / BW",
         "weight_bytes": weights, "kv_bytes_per_token": per_token_kv, "bytes_per_step": step_bytes,
-        "peak_bandwidth_gbs": peak_gbs, "ideal_s": ideal, "fraction_of_bandwidth_bound": ideal / wall,
+        "step_ms": step_s * 1e3, "achieved_gbs": step_bytes / step_s / 1e9,
+        "fraction_of_bandwidth_bound": step_bytes / step_s / (copy_gbs * 1e9),
     }  # fmt: skip
 
 
@@ -160,22 +270,39 @@ def check(name: str, device: str) -> dict[str, Any]:
     return {"same_ids": [a.token_ids == b.token_ids for a, b in pairs], "max_logprob_diff": diff}
 
 
-def bench_model(name: str, args: argparse.Namespace, dtype: torch.dtype, peak: float, report: dict[str, Any]) -> None:
-    """Every mode on one model: a warm-up call (graph capture, compilation), then the timed call."""
+def free(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def bench_arm(
+    model: Any, name: str, weights: str, arm: str, shapes: list[tuple[int, int]], args: argparse.Namespace,
+    report: dict[str, Any],
+) -> None:  # fmt: skip
+    """One arm of one model at every shape: untimed warm-up, then the timed call; errors become rows."""
     cuda = args.device.startswith("cuda")
-    torch._dynamo.reset()  # compile each model as a fresh process would (a second compile in a process is slower)
-    model, weights = build_model(name, args.device, dtype)
-    ids = prompts(args.batch, args.prompt_len, model.config.vocab_size)
-    stock_tps = None
-    for mode in args.modes:
-        if mode == "stock":
-            warm = functools.partial(run_stock, model, ids[:8], 4)
-            run = functools.partial(run_stock, model, ids, args.new_tokens)
-        else:
-            engine = HFEngine(model, mode=mode, max_batch_size=args.batch, ignore_eos=True)
-            warm = run = functools.partial(run_engine, engine, ids, args.new_tokens)
+    engine = None
+    if arm in ("hf_compiled", "compiled"):
+        torch._dynamo.reset()  # each compiled arm compiles as a fresh process would
+    try:
+        if arm in ENGINE_ARMS:
+            engine = HFEngine(
+                model, mode=arm, max_batch_size=max(b for b, _ in shapes), ignore_eos=True,
+                max_model_len=args.prompt_len + max(t for _, t in shapes),
+            )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001
+        for batch, new_tokens in shapes:
+            _error_row(report, name, arm, batch, new_tokens, exc)
+        return
+    cb_config = paged_config(args) if arm == "paged" else None
+    for batch, new_tokens in shapes:
+        ids = prompts(batch, args.prompt_len, model.config.vocab_size)
+        row: dict[str, Any] = {"model": name, "weights": weights, "arm": arm, "mode": arm, "batch": batch,
+                               "new_tokens": new_tokens}  # fmt: skip
         try:
-            first_s, _ = timed(warm, args.device)
+            warm, run = _calls(model, engine, arm, ids, new_tokens, cb_config, args)
+            first = [timed(w, args.device)[0] for w in warm]
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             if args.profile:
@@ -186,74 +313,183 @@ def bench_model(name: str, args: argparse.Namespace, dtype: torch.dtype, peak: f
                 table = prof.key_averages().table(
                     sort_by="self_device_time_total", row_limit=15, max_name_column_width=60
                 )
-                print(f"[bench] profile {name} {mode}\n{table}", file=sys.stderr)
+                print(f"[bench] profile {name} {arm} {batch}x{new_tokens}\n{table}", file=sys.stderr)
             else:
                 wall, tokens = timed(run, args.device)
-        except Exception as exc:  # noqa: BLE001 - one failing mode must not hide the others
-            report["results"].append({"model": name, "mode": mode, "error": f"{type(exc).__name__}: {exc}"})
-            print(f"[bench] {name} {mode} failed: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one failing arm must not hide the others
+            _error_row(report, name, arm, batch, new_tokens, exc)
+            free(args.device)
             continue
-        finally:
-            engine = warm = run = None
-            gc.collect()
-        row: dict[str, Any] = {
-            "model": name, "weights": weights, "mode": mode, "tokens": tokens, "wall_s": wall,
-            "tokens_per_s": tokens / wall, "first_call_s": first_s,
-            "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        }  # fmt: skip
-        stock_tps = row["tokens_per_s"] if mode == "stock" else stock_tps
-        row["speedup_vs_stock"] = row["tokens_per_s"] / stock_tps if stock_tps else None
-        if name == "qwen2.5-1.5b" or args.peak_bandwidth_gbs:
-            row.update(bandwidth(model, ids, args.new_tokens, wall, peak))
+        row.update(
+            tokens=tokens, expected_tokens=batch * new_tokens, wall_s=wall, tokens_per_s=tokens / wall,
+            first_call_s=first[0], warmup_s=first,
+            peak_gpu_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+            peak_gpu_reserved_gib=torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+            attn_implementation=model.config._attn_implementation,
+        )  # fmt: skip
+        if arm == "hf_compiled":
+            row["hf_compile_active"] = hasattr(model, "_compiled_call")
+        if engine is not None:
+            row["engine"] = {"mode": engine.mode, "decode_attention": engine.decode_attention,
+                             "graph_captures": engine.graph_captures, "graph_failures": engine.graph_failures}  # fmt: skip
+        row.update(bandwidth(model, ids, new_tokens, wall, report["copy_bandwidth_gbs"]))
         report["results"].append(row)
-        if args.out:  # after every mode, so a run cut short still leaves its numbers
-            args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"[bench] {name} {mode}: {row['tokens_per_s']:.0f} tok/s, {wall:.2f} s", file=sys.stderr)
-        if cuda:
-            torch.cuda.empty_cache()
+        _save(report, args.out)
+        print(f"[bench] {name} {arm} {batch}x{new_tokens}: {row['tokens_per_s']:.0f} tok/s, {wall:.2f} s, "
+              f"{row['fraction_of_bandwidth_bound']:.1%} of the copy bandwidth", file=sys.stderr)  # fmt: skip
+        free(args.device)
+    engine = None
+    if arm == "hf_compiled" and hasattr(model, "_compiled_call"):
+        del model._compiled_call  # drop the compiled call and its CUDA-graph pool before the next arm
+    free(args.device)
+
+
+def _calls(
+    model: Any, engine: Any, arm: str, ids: list[list[int]], new_tokens: int, cb_config: Any, args: argparse.Namespace
+) -> tuple[list[Any], Any]:
+    """(untimed warm-up calls, the timed call) of one arm at one shape (see the module docstring)."""
+    if arm in ("stock", "hf_static"):
+        return [partial(run_generate, model, ids[:8], 4, arm)], partial(run_generate, model, ids, new_tokens, arm)
+    if arm == "hf_compiled":
+        warm = partial(run_generate, model, ids, new_tokens, arm, stop_after=args.compile_warmup_steps)
+        return [warm, warm], partial(run_generate, model, ids, new_tokens, arm)
+    if arm == "paged":
+        return [partial(run_paged, model, ids[:8], 4, cb_config)], partial(
+            run_paged, model, ids, new_tokens, cb_config
+        )
+    run = partial(run_engine, engine, ids, new_tokens)
+    return [run], run
+
+
+def _error_row(report: dict[str, Any], name: str, arm: str, batch: int, new_tokens: int, exc: BaseException) -> None:
+    report["results"].append({
+        "model": name, "arm": arm, "mode": arm, "batch": batch, "new_tokens": new_tokens,
+        "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc(limit=-6)[-4000:],
+    })  # fmt: skip
+    print(f"[bench] {name} {arm} {batch}x{new_tokens} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, shape): each arm's tokens/s, the best stock arm, and each engine arm's ratio to it and to stock."""
+    out = []
+    keys = dict.fromkeys((r["model"], r["batch"], r["new_tokens"]) for r in results)
+    for model, batch, new_tokens in keys:
+        rows = {
+            r["arm"]: r for r in results if (r["model"], r["batch"], r["new_tokens"]) == (model, batch, new_tokens)
+        }
+        tps = {a: r.get("tokens_per_s") for a, r in rows.items()}
+        stock = {a: v for a, v in tps.items() if a in STOCK_ARMS and v}
+        best = max(stock, key=stock.get) if stock else None
+        entry: dict[str, Any] = {"model": model, "batch": batch, "new_tokens": new_tokens, "tokens_per_s": tps,
+                                 "errors": {a: r["error"] for a, r in rows.items() if "error" in r},
+                                 "best_stock_arm": best}  # fmt: skip
+        for arm in ENGINE_ARMS:
+            if tps.get(arm):
+                entry[f"{arm}_vs_best_stock"] = tps[arm] / stock[best] if best else None
+                entry[f"{arm}_vs_stock"] = tps[arm] / tps["stock"] if tps.get("stock") else None
+        out.append(entry)
+    return out
+
+
+def _save(report: dict[str, Any], out: Path | None) -> None:
+    report["summary"] = summarize(report["results"])
+    if out:  # after every arm, so a run cut short still leaves its numbers
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rollouts", "experiments/bench"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10)  # fmt: skip
+        if head.returncode == 0:
+            return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get("BREVITY_COMMIT")
+
+
+def parse_shapes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[int, int]]:
+    if not args.shapes:
+        return [(b, t) for b in args.batch for t in args.new_tokens]
+    shapes = []
+    for text in args.shapes:
+        try:
+            b, t = text.lower().split("x")
+            shapes.append((int(b), int(t)))
+        except ValueError:
+            parser.error(f"--shapes: expected BATCHxNEW_TOKENS like 256x512, got {text!r}")
+    return shapes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-1.5b"])
-    parser.add_argument(
-        "--modes", nargs="+", default=None, help="default: stock dynamic static, + compiled on CUDA; also continuous"
-    )
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--new-tokens", type=int, default=512)
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-1.5b"],
+                        help="smollm2-135m-instruct, tiny, or a config in rollouts/configs (e.g. qwen2.5-1.5b)")  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=None, choices=ARMS, metavar="ARM",
+                        help=f"arms, run in this order (of {', '.join(ARMS)}); default: "
+                        "compiled hf_compiled paged stock on CUDA, stock hf_static paged dynamic static elsewhere")  # fmt: skip
+    parser.add_argument("--batch", type=int, nargs="+", default=[256], help="rows per call (64 256 1024)")
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[512], help="tokens per row (512 2048)")
+    parser.add_argument("--shapes", nargs="+", default=None, help="BATCHxNEW_TOKENS list instead of all combinations")
     parser.add_argument("--prompt-len", type=int, default=128, help="longest prompt; lengths are uniform in [L/2, L]")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--peak-bandwidth-gbs", type=float, default=None, help="default: H100 SXM 3350, H200 4800")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
+    parser.add_argument("--compile-warmup-steps", type=int, default=8, help="hf_compiled warm-up calls' decode steps")
+    parser.add_argument("--cb-num-blocks", type=int, default=None,
+                        help="paged: KV blocks (default: TRL's auto-sizing, 50%% of free GPU memory)")  # fmt: skip
+    parser.add_argument("--cb-block-size", type=int, default=32, help="paged: tokens per block with --cb-num-blocks")
+    parser.add_argument(
+        "--cb-batch-tokens", type=int, default=256, help="paged: max batch tokens with --cb-num-blocks"
+    )
     parser.add_argument("--check", action="store_true", help="first check that static and dynamic modes agree")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each timed run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
-    args.modes = args.modes or ["stock", "dynamic", "static"] + (["compiled"] if cuda else [])
+    default = (
+        ["compiled", "hf_compiled", "paged", "stock"] if cuda else ["stock", "hf_static", "paged", "dynamic", "static"]
+    )
+    args.modes = args.modes or default
+    shapes = parse_shapes(args, parser)
     dtype = getattr(torch, args.dtype) if args.dtype != "auto" else (torch.bfloat16 if cuda else torch.float32)
     gpu = torch.cuda.get_device_name() if cuda else "cpu"
-    peak = args.peak_bandwidth_gbs or next((v for k, v in PEAK_BANDWIDTH_GBS.items() if k in gpu), 3350.0)
-    report: dict[str, Any] = {
-        "device": gpu, "torch": torch.__version__, "batch": args.batch, "new_tokens": args.new_tokens,
-        "prompt_len": args.prompt_len, "dtype": str(dtype), "temperature": 1.0, "results": [],
-    }  # fmt: skip
     import transformers
 
-    report["transformers"] = transformers.__version__
+    report: dict[str, Any] = {
+        "benchmark": "decode_throughput", "device": gpu, "torch": torch.__version__,
+        "transformers": transformers.__version__, "commit": commit(), "command": " ".join(sys.argv),
+        "shapes": [f"{b}x{t}" for b, t in shapes], "arms": args.modes, "prompt_len": args.prompt_len,
+        "dtype": str(dtype), "temperature": 1.0,
+        "datasheet_peak_gbs": next((v for k, v in PEAK_BANDWIDTH_GBS.items() if k in gpu), None),
+        "bandwidth_formula": "bytes_per_step = W + B*2*layers*kv_heads*head_dim*bytes*(mean_prompt + new_tokens/2); "
+        "fraction = bytes_per_step / (wall/new_tokens) / copy_bandwidth_gbs",
+        "results": [],
+    }  # fmt: skip
+    report.update(copy_bandwidth(args.device))
+    print(f"[bench] {gpu}: copy bandwidth {report['copy_bandwidth_gbs']:.0f} GB/s", file=sys.stderr)
     for name in args.models:
         if args.check:
             report.setdefault("check", {})[name] = check(name, args.device)
             print(f"[bench] {name} check: {report['check'][name]}", file=sys.stderr)
-        bench_model(name, args, dtype, peak, report)
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+        try:
+            model, weights = build_model(name, args.device, dtype)
+        except Exception as exc:  # noqa: BLE001
+            for arm in args.modes:
+                for batch, new_tokens in shapes:
+                    _error_row(report, name, arm, batch, new_tokens, exc)
+            continue
+        for arm in args.modes:
+            bench_arm(model, name, weights, arm, shapes, args, report)
+        model = None
+        free(args.device)
+    _save(report, args.out)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
