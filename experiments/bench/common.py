@@ -275,6 +275,25 @@ def environment(device: str) -> dict[str, Any]:
     return info
 
 
+def commit() -> str | None:
+    """The checkout's HEAD (+dirty when rollouts/ or experiments/bench/ have changes), else $BREVITY_COMMIT (a copy
+    of the tree without .git, as on the GPU machine)."""
+    import os
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "rollouts", "experiments/bench"],
+            cwd=REPO, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        if head.returncode == 0:
+            return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get("BREVITY_COMMIT")
+
+
 def save(report: dict[str, Any], out: Path | None) -> None:
     """Write the report to `out` (also mid-run, so a run cut short still leaves its numbers)."""
     if out is not None:

@@ -4,7 +4,18 @@ Every run is a real training run (`trainer.train()`), built like `rl.train` buil
 - variants: `experiments/smoke/<variant>.yaml` as a dict, with the overrides below, through `rl.config.parse_config`
   and `rl.train.build_trainer` (so the rollout engine, strategy, rewards and TRL settings are the production ones);
 - stock: plain `trl.GRPOTrainer` (its own transformers `generate`, no rollout_func) on the *grpo* config: same model,
-  dataset, rewards, batch, num_generations, max_completion_length and GRPOConfig.
+  dataset, rewards, batch, num_generations, max_completion_length and GRPOConfig. The other stock arms change only
+  TRL's own generation settings:
+  - stock_paged: `use_transformers_paged=True` (TRL 1.16 maps it to `use_transformers_continuous_batching`):
+    `generate_batch` with `ContinuousBatchingConfig(max_memory_percent=0.5)` (`--cb-num-blocks` sizes the paged
+    cache explicitly; transformers' auto-sizing takes ~30 s a call on a CPU);
+  - stock_static: `cache_implementation="static"` (GRPOConfig), i.e. `generation_kwargs["cache_implementation"]`:
+    a static cache, decoded eagerly, because TRL 1.16 builds `GenerationConfig(**generation_kwargs,
+    disable_compile=True)` (putting `disable_compile` in `generation_kwargs` raises a TypeError there);
+  - stock_static_compile: the same plus, after the trainer is built, `trainer.generation_config.disable_compile =
+    False` and `compile_config = CompileConfig()` (inductor, "reduce-overhead"): the one-line patch a user needs for
+    transformers' static cache + torch.compile in TRL 1.16 (transformers compiles on CUDA only; on a CPU this arm is
+    stock_static).
 Overrides for all runs: `max_steps` = 1 + `--steps` (the first step is a warm-up and is excluded: engine set-up,
 CUDA-graph capture), `per_device_train_batch_size` = `--batch` completions, `num_generations` = `--num-generations`,
 `max_completion_length` = `--max-completion-length`, gradient accumulation 1 (one generation round per optimizer
@@ -46,9 +57,11 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common  # noqa: E402
 from common import REPO, add_common_args, emit, environment, log, median, model_path, save, setup, sync  # noqa: E402
 
 VARIANTS = ("grpo", "s_grpo", "grpo_lambda", "dler", "curriculum_budget", "ulorl", "format_length")
+STOCK = ("stock", "stock_paged", "stock_static", "stock_static_compile")  # plain trl.GRPOTrainer arms
 SMOKE = REPO / "experiments" / "smoke"
 # token lengths inside each variant's section, scaled with max_completion_length (paths into the `variant:` dict)
 LENGTH_KEYS = {
@@ -143,10 +156,10 @@ def build(name: str, args: argparse.Namespace, output_dir: str) -> Any:
     from rl.config import parse_config
     from rl.train import build_trainer
 
-    variant = "grpo" if name == "stock" else name
+    variant = "grpo" if name in STOCK else name
     source = f"{SMOKE / f'{variant}.yaml'} (+ step_time overrides)"
     config = parse_config(raw_config(variant, args, output_dir), source)
-    if name != "stock":
+    if name not in STOCK:
         return build_trainer(config)
     from trl import GRPOTrainer
 
@@ -156,8 +169,16 @@ def build(name: str, args: argparse.Namespace, output_dir: str) -> Any:
     dataset, rewards = build_dataset(config), build_rewards(config)
     check_labels(config, dataset, rewards)
     config.grpo.reward_weights = [r.weight for r in config.rewards]
+    if name == "stock_paged":
+        config.grpo.use_transformers_paged = config.grpo.use_transformers_continuous_batching = True
+        if args.cb_num_blocks:
+            config.grpo.transformers_continuous_batching_config = {
+                "num_blocks": args.cb_num_blocks, "block_size": 32, "max_batch_tokens": 256,
+            }  # fmt: skip
+    if name in ("stock_static", "stock_static_compile"):
+        config.grpo.cache_implementation = "static"
     path = resolve_model(config.model)
-    return GRPOTrainer(
+    trainer = GRPOTrainer(
         # Same weights dtype as rl.train.build_trainer (bf16 under bf16 training), so only the rollout path differs.
         model=load_model(path, dtype="bfloat16" if config.grpo.bf16 else "float32", device="cpu"),
         reward_funcs=rewards,
@@ -165,6 +186,12 @@ def build(name: str, args: argparse.Namespace, output_dir: str) -> Any:
         train_dataset=dataset,
         processing_class=load_tokenizer(path),
     )
+    if name == "stock_static_compile":
+        from transformers import CompileConfig
+
+        trainer.generation_config.disable_compile = False
+        trainer.generation_config.compile_config = CompileConfig()
+    return trainer
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -214,29 +241,37 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser, engine=False)
-    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "stock"], help=f"of {VARIANTS} and 'stock'")
+    parser.add_argument(
+        "--variants", nargs="+", default=[*VARIANTS, "stock"], help=f"of {VARIANTS} and the stock arms {STOCK}"
+    )
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps (after one warm-up step)")
     parser.add_argument("--batch", type=int, default=32, help="per_device_train_batch_size (completions per step)")
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--max-completion-length", type=int, default=256)
     parser.add_argument("--data", default="gsm8k", help="data.train for every run; 'yaml' keeps each YAML's")
     parser.add_argument("--max-resample-rounds", type=int, default=None, help="override dler/ulorl's YAML cap")
+    parser.add_argument(
+        "--cb-num-blocks", type=int, default=None,
+        help="stock_paged: paged-cache blocks of 32 tokens (default: TRL's auto-sizing, 50%% of free GPU memory)",
+    )  # fmt: skip
     args = parser.parse_args()
     setup(args)
-    unknown = [v for v in args.variants if v not in (*VARIANTS, "stock")]
+    unknown = [v for v in args.variants if v not in (*VARIANTS, *STOCK)]
     if unknown:
-        parser.error(f"unknown variants {unknown}; choose from {VARIANTS} and 'stock'")
+        parser.error(f"unknown variants {unknown}; choose from {VARIANTS} and {STOCK}")
     if args.batch % args.num_generations:
         parser.error(f"--batch {args.batch} must be a multiple of --num-generations {args.num_generations}")
     if args.dtype != "auto":
         parser.error(
             "--dtype: the trainers load bf16 weights and train with bf16 autocast on CUDA, float32 on CPU (GRPOConfig)"
         )
-    order = ["stock", *[v for v in args.variants if v != "stock"]] if "stock" in args.variants else args.variants
+    # stock arms first (in the order given), then the variants
+    order = [v for v in args.variants if v in STOCK] + [v for v in args.variants if v not in STOCK]
     report: dict[str, Any] = {
         "benchmark": "step_time", **environment(args.device), "model": args.model, "data": args.data,
         "steps_timed": args.steps, "warmup_steps": 1, "batch": args.batch, "num_generations": args.num_generations,
-        "max_completion_length": args.max_completion_length, "results": {},
+        "max_completion_length": args.max_completion_length, "commit": common.commit(), "command": " ".join(sys.argv),
+        "results": {},
     }  # fmt: skip
     for name in order:
         log(f"{name}: training {args.steps + 1} steps")
@@ -251,7 +286,17 @@ def main() -> None:
         for name, r in report["results"].items()
         if "error" not in r
     }
-    report["config_overrides"] = {name: _variant_section(name, args) for name in order if name != "stock"}
+    stock_steps = {
+        n: r["median_step_s"] for n, r in report["results"].items() if n in STOCK and r.get("median_step_s")
+    }
+    best = min(stock_steps, key=stock_steps.get) if stock_steps else None
+    report["best_stock_arm"] = best
+    report["ratio_vs_best_stock"] = {
+        name: r["median_step_s"] / stock_steps[best]
+        for name, r in report["results"].items()
+        if best and r.get("median_step_s")
+    }
+    report["config_overrides"] = {name: _variant_section(name, args) for name in order if name not in STOCK}
     emit(report, args.out)
 
 
