@@ -5,6 +5,11 @@ TRL 1.16 (`GRPOTrainer._calculate_rewards`) calls `reward_func(prompts=..., comp
 rollout function, `trainer_state`, `log_extra` and `log_metric`. `completions` are strings, or message lists
 (`[{"role": "assistant", "content": ...}]`) for conversational data. Grading goes through `rewards.grading`, shared
 with `eval/`, so training and evaluation agree on what counts as correct.
+
+Unfinished completions (issue 13): where the prompt opened the think block (R1-distill templates end the generation
+prompt with `<think>`), the trainer passes `prompt_opens_think` per completion and every reward reads the completion
+as `<think>\n` + text, so an answer counts only after `</think>`; `finish_reason` ("stop" | "length", from the
+rollout) lets a reward score a length-capped completion as wrong.
 """
 
 from __future__ import annotations
@@ -22,13 +27,24 @@ __all__ = [
     "column",
     "completion_text",
     "completion_texts",
+    "finished_flags",
     "grade_all",
+    "opens_think",
 ]
 
 RewardFunc = Callable[..., list[float]]
 
 # reward_kwargs keys that are not dataset columns; left out of "columns passed" in error messages.
 _TRL_KWARGS = {"prompts", "trainer_state", "log_extra", "log_metric", "environments"}
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+PROMPT_OPENS_THINK = "prompt_opens_think"  # the per-completion field the trainer passes (bool)
+
+
+def opens_think(prompt_text: str) -> bool:
+    """True if the rendered prompt leaves a think block open (its last `<think>` is not closed): R1-distill style."""
+    opened = prompt_text.rfind(THINK_OPEN)
+    return opened >= 0 and prompt_text.find(THINK_CLOSE, opened) < 0
 
 
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
@@ -50,11 +66,36 @@ def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def completion_texts(completions: Sequence[Any] | None, reward_name: str) -> list[str]:
-    """`completion_text` of each completion; raises if TRL's `completions` were not passed."""
+def completion_texts(
+    completions: Sequence[Any] | None, reward_name: str, kwargs: Mapping[str, Any] | None = None
+) -> list[str]:
+    """`completion_text` of each completion; raises if TRL's `completions` were not passed.
+
+    With `kwargs[PROMPT_OPENS_THINK]` true for a completion, its text starts with `<think>\\n`: the block the prompt
+    opened is part of what the reward reads, so text before `</think>` (or all of it, if never closed) is thinking.
+    """
     if completions is None:
         raise ValueError(f"reward {reward_name!r} needs `completions` (texts or message lists)")
-    return [completion_text(c) for c in completions]
+    texts = [completion_text(c) for c in completions]
+    if kwargs is None or PROMPT_OPENS_THINK not in kwargs:
+        return texts
+    opened = column(kwargs, PROMPT_OPENS_THINK, len(texts), reward_name)
+    return [f"{THINK_OPEN}\n{t}" if o and not t.lstrip().startswith(THINK_OPEN) else t for t, o in zip(texts, opened)]
+
+
+def finished_flags(
+    kwargs: Mapping[str, Any], lengths: Sequence[int], max_tokens: int | None, reward_name: str
+) -> list[bool]:
+    """Whether each completion ended on its own: `finish_reason == "stop"` if given, else `L < max_tokens`."""
+    if "finish_reason" in kwargs:
+        reasons = column(kwargs, "finish_reason", len(lengths), reward_name)
+        return [r == "stop" for r in reasons]
+    if max_tokens is None:
+        raise ValueError(
+            f"reward {reward_name!r} needs to know which completions finished: pass a `finish_reason` field "
+            "('stop'/'length', e.g. from a rollout function) or give the reward `max_tokens` (the generation cap)"
+        )
+    return [n < max_tokens for n in lengths]
 
 
 def column(kwargs: Mapping[str, Any], name: str, n: int, reward_name: str) -> list[Any]:
@@ -76,10 +117,29 @@ def check_answer_format(answer_format: str) -> None:
         raise ValueError(f"answer_format must be one of {list(ANSWER_FORMATS)}, got {answer_format!r}")
 
 
-def grade_all(texts: Sequence[str], references: Sequence[Any], answer_format: str, timeout: float) -> list[bool]:
-    """Grade each text against its reference; a list/tuple reference counts as several accepted answers."""
+def grade_all(
+    texts: Sequence[str],
+    references: Sequence[Any],
+    answer_format: str,
+    timeout: float,
+    *,
+    require_think_close: bool = False,
+    first_think_close: bool = False,
+) -> list[bool]:
+    """Grade each text against its reference; a list/tuple reference counts as several accepted answers.
+
+    `require_think_close`: a text without `</think>` is wrong (DeepScaleR's format error). `first_think_close`: the
+    answer is read between the first `</think>` and the next one, as DLER's fork does
+    (`model_response.split("</think>")[1]` in its deepscaler `RewardMathFn`), instead of after the last.
+    """
     out = []
     for text, reference in zip(texts, references, strict=True):
+        if THINK_CLOSE not in text:
+            if require_think_close:
+                out.append(False)
+                continue
+        elif first_think_close:
+            text = THINK_CLOSE + text.split(THINK_CLOSE)[1]
         golds = reference if isinstance(reference, (list, tuple)) else [reference]
         # str(): dataset columns may hold numbers (GSM8K-style int answers).
         out.append(
@@ -94,7 +154,10 @@ class Correctness:
 
     Reads `completions` and the reference column (`answer` by default; a list of accepted answers also works).
     `answer_format`: "boxed" (last \\boxed{} after the thinking), "answer_tag" (<answer>…</answer>) or "any".
-    Example: "... \\boxed{12}" against reference "12" -> 1.0; against "13" -> 0.0.
+    `truncated_is_wrong` (default): a completion whose `finish_reason` is "length" scores 0 whatever it boxed
+    (S-GRPO's unanswered C_0, UloRL's "truncated = wrong"); without a `finish_reason` field every completion counts
+    as finished. `prompt_opens_think` (from the trainer): an answer must follow `</think>`.
+    Example: "... \\boxed{12}" against reference "12" -> 1.0; against "13" -> 0.0; cut at the length cap -> 0.0.
     """
 
     __name__: ClassVar[str] = "correctness"
@@ -102,6 +165,9 @@ class Correctness:
     answer_format: str = "boxed"
     answer_column: str = "answer"
     timeout: float = 5.0
+    truncated_is_wrong: bool = True
+    require_think_close: bool = False
+    first_think_close: bool = False
 
     def __post_init__(self) -> None:
         check_answer_format(self.answer_format)
@@ -109,6 +175,17 @@ class Correctness:
     def __call__(
         self, completions: Sequence[Any] | None = None, completion_ids: Any = None, **kwargs: Any
     ) -> list[float]:
-        texts = completion_texts(completions, self.__name__)
+        texts = completion_texts(completions, self.__name__, kwargs)
         references = column(kwargs, self.answer_column, len(texts), self.__name__)
-        return [float(c) for c in grade_all(texts, references, self.answer_format, self.timeout)]
+        correct = grade_all(
+            texts,
+            references,
+            self.answer_format,
+            self.timeout,
+            require_think_close=self.require_think_close,
+            first_think_close=self.first_think_close,
+        )
+        if self.truncated_is_wrong and "finish_reason" in kwargs:
+            finished = finished_flags(kwargs, [0] * len(texts), None, self.__name__)
+            correct = [c and f for c, f in zip(correct, finished, strict=True)]
+        return [float(c) for c in correct]

@@ -49,8 +49,9 @@ def answer_tag_ok(text: str) -> bool:
 class ThinkFormat:
     """R = 1 if the completion has one well-formed `<think>…</think>` block followed by a non-empty answer, else 0.
 
-    This is the curriculum's I_think. Set `require_open_tag=False` for chat templates that put `<think>` in the
-    prompt (R1-distill, some Qwen3 templates), so the completion only closes the block.
+    This is the curriculum's I_think. Where the prompt opened the block (R1-distill templates) the trainer passes
+    `prompt_opens_think` and the completion is read as `<think>` + text, so it only has to close it;
+    `require_open_tag=False` does the same for callers that do not pass that field.
     Example: "<think>2+2=4</think> 4" -> 1.0; "<think>2+2=4" -> 0.0; "<think>a</think></think> 4" -> 0.0.
     """
 
@@ -61,7 +62,8 @@ class ThinkFormat:
     def __call__(
         self, completions: Sequence[Any] | None = None, completion_ids: Any = None, **kwargs: Any
     ) -> list[float]:
-        return [float(think_ok(t, self.require_open_tag)) for t in completion_texts(completions, self.__name__)]
+        texts = completion_texts(completions, self.__name__, kwargs)
+        return [float(think_ok(t, self.require_open_tag)) for t in texts]
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class AnswerTagFormat:
     def __call__(
         self, completions: Sequence[Any] | None = None, completion_ids: Any = None, **kwargs: Any
     ) -> list[float]:
-        return [float(answer_tag_ok(t)) for t in completion_texts(completions, self.__name__)]
+        return [float(answer_tag_ok(t)) for t in completion_texts(completions, self.__name__, kwargs)]
 
 
 @dataclass(frozen=True)
@@ -99,5 +101,5 @@ class AnswerFormat:
     def __call__(
         self, completions: Sequence[Any] | None = None, completion_ids: Any = None, **kwargs: Any
     ) -> list[float]:
-        texts = completion_texts(completions, self.__name__)
+        texts = completion_texts(completions, self.__name__, kwargs)
         return [float(has_valid_answer(t, self.answer_format, self.timeout)) for t in texts]

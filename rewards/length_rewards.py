@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewards import length
-from rewards.correctness import check_answer_format, column, completion_texts, grade_all
+from rewards.correctness import check_answer_format, column, completion_texts, finished_flags, grade_all
 from rewards.format import has_valid_answer
-from rewards.grading import extract_after_think
 from rewards.schedules import Constant, Schedule, make_schedule
 
 __all__ = [
@@ -38,21 +37,6 @@ def token_lengths(completion_ids: Sequence[Sequence[int]] | None, reward_name: s
     return [len(ids) for ids in completion_ids]
 
 
-def finished_flags(
-    kwargs: Mapping[str, Any], lengths: Sequence[int], max_tokens: int | None, reward_name: str
-) -> list[bool]:
-    """Whether each completion ended on its own: `finish_reason == "stop"` if given, else `L < max_tokens`."""
-    if "finish_reason" in kwargs:
-        reasons = column(kwargs, "finish_reason", len(lengths), reward_name)
-        return [r == "stop" for r in reasons]
-    if max_tokens is None:
-        raise ValueError(
-            f"reward {reward_name!r} needs to know which completions finished: pass a `finish_reason` field "
-            "('stop'/'length', e.g. from a rollout function) or give the reward `max_tokens` (the generation cap)"
-        )
-    return [n < max_tokens for n in lengths]
-
-
 @dataclass(frozen=True)
 class Truncation:
     """DLER truncation reward (2510.15110 §3.2): R = correct · 1[L ≤ L_T] · (1 if finished else s).
@@ -60,8 +44,10 @@ class Truncation:
     s = `stop_properly_scale`: 0 in the paper (a truncated response scores 0); the authors' recipe uses 0.1, i.e. a
     correct answer in a response that hit the generation cap keeps 10% of its reward. A finished response longer
     than `target_length` always scores 0. With `require_think_close` (DLER code, default) a response without
-    `</think>` is a format error and scores 0; turn it off for models that do not think in tags. Reads
-    `completions`, `completion_ids`, the reference column and `finish_reason` (else needs `max_tokens`).
+    `</think>` is a format error and scores 0; turn it off for models that do not think in tags. As in DLER's fork
+    (deepscaler `RewardMathFn`) the answer is the last box between the FIRST `</think>` and the next one. Reads
+    `completions`, `completion_ids`, the reference column, `finish_reason` (else needs `max_tokens`) and
+    `prompt_opens_think`.
     Example: L_T = 4000, correct, L = 3000, finished -> 1.0; L = 4001 -> 0.0.
     """
 
@@ -90,11 +76,16 @@ class Truncation:
     ) -> list[float]:
         lengths = token_lengths(completion_ids, self.__name__)
         finished = finished_flags(kwargs, lengths, self.max_tokens, self.__name__)
-        texts = completion_texts(completions, self.__name__)
+        texts = completion_texts(completions, self.__name__, kwargs)
         references = column(kwargs, self.answer_column, len(texts), self.__name__)
-        correct = grade_all(texts, references, self.answer_format, self.timeout)
-        if self.require_think_close:
-            correct = [c and extract_after_think(t) is not None for c, t in zip(correct, texts, strict=True)]
+        correct = grade_all(
+            texts,
+            references,
+            self.answer_format,
+            self.timeout,
+            require_think_close=self.require_think_close,
+            first_think_close=True,
+        )
         return [
             float(c and n <= self.target_length) * (1.0 if f else self.stop_properly_scale)
             for c, n, f in zip(correct, lengths, finished, strict=True)
@@ -204,7 +195,7 @@ class _SurrogateLength:
         rewards = [type(self)._shape(n, self.max_tokens, self.p) for n in lengths]
         if not self.format_gate:
             return rewards
-        texts = completion_texts(completions, self.__name__)
+        texts = completion_texts(completions, self.__name__, kwargs)
         # Paper Eq. 5: a malformed answer can only be penalised for length, never rewarded.
         return [
             r if has_valid_answer(t, self.answer_format, self.timeout) else min(0.0, r)

@@ -27,6 +27,7 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
+from rewards.correctness import PROMPT_OPENS_THINK, opens_think
 from rl.advantages import group_center_batch_whiten
 from rl.batching import RefillOrder, rng_from_json, rng_to_json, row_columns, row_key, sample_to_json, select_groups
 from rl.losses import dmmpt_mask, masked_fraction
@@ -207,6 +208,7 @@ class BrevityTrainer(GRPOTrainer):
             "logprobs": None,  # TRL recomputes old log-probs itself when it needs them
             "env_mask": [s.loss_mask for s in samples],
             "finish_reason": [s.finish_reason for s in samples],
+            PROMPT_OPENS_THINK: [self._opens_think(tuple(s.prompt_ids)) for s in samples],
         }
         for key in ("exit_rank", "exit_position", "staleness"):
             if samples and key in samples[0].extras:
@@ -216,8 +218,34 @@ class BrevityTrainer(GRPOTrainer):
             out[column] = [row.get(column) for row in carried]
         return out
 
+    def _opens_think(self, prompt_ids: tuple[int, ...]) -> bool:
+        """Whether a prompt leaves a think block open (R1-distill templates end with `<think>`): an answer then has
+        to follow `</think>` (issue 13). Cached: a group's G samples share their prompt."""
+        cache = self.__dict__.setdefault("_opens_think_cache", {})
+        if prompt_ids not in cache:
+            cache[prompt_ids] = opens_think(self.processing_class.decode(list(prompt_ids)))
+        return cache[prompt_ids]
+
+    def _fill_rollout_fields(self, inputs: list[dict[str, Any]], prompts: list[Any], completion_ids: Any) -> None:
+        """`rollout.engine: trl` (TRL generates, no rollout function): derive what brevity's rollouts pass. A
+        completion finished ("stop") iff it ends in an EOS (or pad) id, as TRL's own `clipped_ratio` metric decides;
+        the prompt opens a think block iff its chat-template rendering leaves one open."""
+        eos = {*self.eos_token_ids, self.processing_class.pad_token_id}
+        for row, prompt, ids in zip(inputs, prompts, completion_ids):
+            if "finish_reason" not in row:
+                row["finish_reason"] = "stop" if len(ids) and int(ids[-1]) in eos else "length"
+            if PROMPT_OPENS_THINK not in row:
+                if isinstance(prompt, str):
+                    text = prompt
+                else:
+                    text = self.processing_class.apply_chat_template(
+                        prompt, add_generation_prompt=True, tokenize=False, **(self.chat_template_kwargs or {})
+                    )
+                row[PROMPT_OPENS_THINK] = opens_think(text)
+
     # ---- group-transform seam -------------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # noqa: ANN001, ANN202
+        self._fill_rollout_fields(inputs, prompts, completion_ids_list)
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
         device = rewards_per_func.device
         lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=device)

@@ -64,7 +64,14 @@ VARIANT = Variant(
         reward(f"budget_{s.shape}", s.length_weight, schedule=dict(s.schedule)),
         reward("think_format", s.format_weight),
     ],
-    trl_defaults=lambda s: {"scale_rewards": "group", "loss_type": "grpo", "beta": 0.04, "num_generations": 8},
+    # §3.1 GRPO with a KL term (β not stated: 0.04 [default]) as the GRPO paper's plain k3 estimator.
+    trl_defaults=lambda s: {
+        "scale_rewards": "group",
+        "loss_type": "grpo",
+        "beta": 0.04,
+        "use_bias_correction_kl": False,
+        "num_generations": 8,
+    },
     plan=lambda s: Plan(budget_schedule=_schedule(s), strategy_kwargs={"cap_generation": s.cap_generation}),
     check=_check,
 )

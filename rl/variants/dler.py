@@ -79,14 +79,19 @@ VARIANT = Variant(
             answer_format=s.answer_format,
         )
     ],
-    # Table 4 / §3.7: clip-higher, dual clip c = 10 (TRL delta), token-mean loss, KL loss 5e-4, truncated kept.
+    # Table 4 / §3.7: clip-higher, dual clip c = 10 (TRL delta), token-mean loss, KL loss 5e-4 as veRL's
+    # `low_var_kl` (plain k3, no importance ratio: `use_bias_correction_kl` off), truncated kept, G = 16, T = 1.
     trl_defaults=lambda s: {
         "epsilon": 0.2,
         "epsilon_high": 0.28,
         "delta": 10.0,
         "loss_type": "dapo",
         "beta": 5e-4,
+        "use_bias_correction_kl": False,
         "mask_truncated_completions": False,
+        "num_generations": 16,
+        "temperature": 1.0,
+        "top_p": 1.0,
         "max_completion_length": s.target_length,
     },
     plan=_plan,

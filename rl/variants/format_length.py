@@ -10,7 +10,7 @@ from rl.variants.base import Plan, Variant, reward
 
 @dataclass
 class Spec:
-    max_tokens: int = 3000
+    max_tokens: int = 3072  # L_max = max response length [paper §3.1, code length_reward_func_v3]
     peak: float = 0.5
     shape: str = "rise_fall"  # or "polyline" (the paper's ablation)
     format_weight: float = 1.0
@@ -40,7 +40,17 @@ VARIANT = Variant(
             **({"p": s.peak} if s.shape == "rise_fall" else {}),
         ),
     ],
-    trl_defaults=lambda s: {"beta": 1e-3, "max_completion_length": s.max_tokens},
+    # [code] run_grpo_math_7b.sh: veRL token-mean loss, KL loss 1e-3 as `low_var_kl` (plain k3, no importance ratio),
+    # G = 8, T = 0.6, std-normalised group advantage.
+    trl_defaults=lambda s: {
+        "loss_type": "dapo",
+        "scale_rewards": "group",
+        "beta": 1e-3,
+        "use_bias_correction_kl": False,
+        "num_generations": 8,
+        "temperature": 0.6,
+        "max_completion_length": s.max_tokens,
+    },
     plan=lambda s: Plan(),
     check=_check,
 )

@@ -1,6 +1,8 @@
 """GRPO-λ (arXiv 2505.18086): the length penalty applies only to the top-λ groups of the batch by correctness ratio.
 
 Selection runs on the gathered batch, so it does not depend on how groups are split across processes (§2.2, §S9).
+Paper defaults when the YAML is silent (§4.1): G = 16, standard GRPO (`loss_type: grpo`, std-normalised group
+advantage), no KL (not stated; β = 0), plain k3 if a β is set (`use_bias_correction_kl: false`).
 """
 
 from __future__ import annotations
@@ -46,8 +48,14 @@ VARIANT = Variant(
     name="grpo_lambda",
     paper="arXiv 2505.18086",
     Spec=Spec,
-    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format)],
-    trl_defaults=lambda s: {"scale_rewards": "group", "beta": 0.0},
+    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format, truncated_is_wrong=True)],
+    trl_defaults=lambda s: {
+        "scale_rewards": "group",
+        "loss_type": "grpo",
+        "beta": 0.0,
+        "use_bias_correction_kl": False,
+        "num_generations": 16,
+    },
     plan=_plan,
     check=_check,
 )

@@ -40,12 +40,14 @@ VARIANT = Variant(
     name="s_grpo",
     paper="arXiv 2505.07686",
     Spec=Spec,
-    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format)],
-    # Eq. 2: mean-only advantage, per-sequence normalisation, no KL term.
+    # C_0 cut by the length cap is unanswered: reward 0 (methods.md §1.2 step 2).
+    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format, truncated_is_wrong=True)],
+    # Eq. 2: mean-only advantage, per-sequence normalisation, no KL term (plain k3 should a β be set).
     trl_defaults=lambda s: {
         "scale_rewards": "none",
         "loss_type": "grpo",
         "beta": 0.0,
+        "use_bias_correction_kl": False,
         "num_generations": s.num_exits + 1,
     },
     plan=lambda s: Plan(

@@ -33,14 +33,18 @@ VARIANT = Variant(
     name="ulorl",
     paper="arXiv 2507.19766",
     Spec=Spec,
-    # Truncated samples count as wrong (reward 0), which plain correctness already gives.
-    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format)],
-    # DAPO-style: token-level loss, no KL, symmetric clip; T = 0.85 rollouts (§5.3).
+    # Truncated samples (L_max reached, finish "length") are wrong: reward 0 explicitly (§3, "overlong").
+    default_rewards=lambda s: [reward("correctness", answer_format=s.answer_format, truncated_is_wrong=True)],
+    # DAPO-style: token-level loss, no KL, symmetric clip; 128 × 8 rollouts at T = 0.85, top-p 1 (§4.1).
     trl_defaults=lambda s: {
         "loss_type": "dapo",
+        "scale_rewards": "group",
         "beta": 0.0,
+        "use_bias_correction_kl": False,
         "epsilon": 0.2,
         "temperature": 0.85,
+        "top_p": 1.0,
+        "num_generations": 8,
         "max_completion_length": s.segment_length,
     },
     plan=lambda s: Plan(

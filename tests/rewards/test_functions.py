@@ -153,6 +153,60 @@ def test_answer_format(text: str, expected: float) -> None:
     assert AnswerFormat()(completions=[text]) == [expected]
 
 
+# --- unfinished completions are never correct (issue 13, item 1) -----------------------------------------------------
+
+# R1-distill templates end the generation prompt with "<think>\n": the completion only closes the block.
+BOXED_WHILE_THINKING = "Let me try 12: 6*2 = 12, so \\boxed{12} maybe. Wait"
+ANSWERED = "6*2 = 12.\n</think>\n\nThe answer is \\boxed{12}."
+
+
+@pytest.mark.parametrize(
+    ("text", "opens", "finish", "expected"),
+    [
+        (BOXED_WHILE_THINKING, True, "length", 0.0),  # the reproduced bug: a box inside unfinished thinking
+        (BOXED_WHILE_THINKING, True, "stop", 0.0),  # still thinking: no answer even if the model stopped
+        (BOXED_WHILE_THINKING, False, "stop", 1.0),  # no think block anywhere: the whole text is the answer
+        (ANSWERED, True, "stop", 1.0),
+        (ANSWERED, True, "length", 0.0),  # cut at the length cap after boxing: still unfinished
+        (ANSWERED, False, "stop", 1.0),
+    ],
+)
+def test_correctness_unfinished_is_never_correct(text: str, opens: bool, finish: str, expected: float) -> None:
+    kwargs = trl_kwargs(answer=["12"], finish_reason=[finish], prompt_opens_think=[opens])
+    assert Correctness()(completions=[text], completion_ids=[ids(5)], **kwargs) == [expected]
+
+
+def test_correctness_truncated_is_wrong_is_configurable() -> None:
+    kwargs = trl_kwargs(answer=["12"], finish_reason=["length"], prompt_opens_think=[True])
+    assert Correctness(truncated_is_wrong=False)(completions=[ANSWERED], **kwargs) == [1.0]
+    # an open think block is never answered, whatever the truncation setting
+    assert Correctness(truncated_is_wrong=False)(completions=[BOXED_WHILE_THINKING], **kwargs) == [0.0]
+
+
+def test_dler_and_correctness_agree_on_an_r1_template() -> None:
+    """The reproduced case: correctness said 1.0 where DLER's reward said 0.0 for a length-capped trace."""
+    kwargs = trl_kwargs(answer=["12"], finish_reason=["length"], prompt_opens_think=[True])
+    batch = {"completions": [BOXED_WHILE_THINKING], "completion_ids": [ids(50)]}
+    assert Correctness()(**batch, **kwargs) == [0.0]
+    assert Truncation(target_length=100, stop_properly_scale=0.1)(**batch, **kwargs) == [0.0]
+
+
+def test_format_rewards_read_the_think_block_the_prompt_opened() -> None:
+    kwargs = {"prompt_opens_think": [True, True]}
+    texts = ["reasoning</think> <answer>12</answer>", "reasoning, never closed <answer>12</answer>"]
+    assert ThinkFormat()(completions=texts, **kwargs) == [1.0, 0.0]
+    assert AnswerTagFormat()(completions=texts, **kwargs) == [1.0, 0.0]
+    assert AnswerFormat()(completions=[BOXED_WHILE_THINKING, ANSWERED], **kwargs) == [0.0, 1.0]
+
+
+def test_truncation_reads_the_answer_after_the_first_think_close() -> None:
+    """DLER's fork: `model_response.split("</think>")[1]`, not the text after the last `</think>`."""
+    text = "think</think> The answer is \\boxed{12}. </think> Actually \\boxed{13}."
+    batch = {"completions": [text], "completion_ids": [ids(10)], "finish_reason": ["stop"]}
+    assert Truncation(target_length=100)(**batch, answer=["12"]) == [1.0]
+    assert Truncation(target_length=100)(**batch, answer=["13"]) == [0.0]
+
+
 # --- DLER truncation -------------------------------------------------------------------------------------------------
 
 RIGHT = "<think>6*2</think> The answer is \\boxed{12}."

@@ -1,0 +1,208 @@
+"""Issue 13 ("Fidelity"): the variants behave as their papers and released code, through the production trainer.
+
+Trainer-level checks on the tiny model: an R1-style chat template (the generation prompt opens `<think>`) and a
+scripted engine whose completions are fixed texts, so what counts as correct is decided by the prompt and the
+finish reason alone.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from rollouts.types import Completion, Request
+from tests.rl.variant_helpers import build, inputs
+
+G = 4
+R1_GENERATION_PROMPT = "{{ '<|im_start|>assistant\n<think>\n' }}"
+
+
+@pytest.fixture(scope="module")
+def r1_model_path(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny model with an R1-distill-style chat template: the generation prompt ends with `<think>\\n`."""
+    out = tmp_path_factory.mktemp("tiny-r1")
+    shutil.copytree(tiny_model_path, out, dirs_exist_ok=True)
+    template = (out / "chat_template.jinja").read_text()
+    assert "{{ '<|im_start|>assistant\n' }}" in template
+    (out / "chat_template.jinja").write_text(template.replace("{{ '<|im_start|>assistant\n' }}", R1_GENERATION_PROMPT))
+    return str(out)
+
+
+class TextEngine:
+    """Member j of every group is `texts[j]` (encoded), finished as `finishes[j]` ("stop" appends the EOS id)."""
+
+    def __init__(self, tokenizer: Any, texts: Sequence[str], finishes: Sequence[str]) -> None:
+        self.eos_token_ids = (tokenizer.eos_token_id,)
+        self.max_model_len = 4096
+        self.ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        self.finishes = list(finishes)
+
+    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        out = []
+        for req in requests:
+            group = []
+            for j in range(req.params.n):
+                ids, finish = list(self.ids[j]), self.finishes[j]
+                group.append(Completion(ids + list(self.eos_token_ids) if finish == "stop" else ids, finish))
+            out.append(group)
+        return out
+
+    def load_weights(self, weights: Any) -> None:
+        del weights
+
+
+THINKING = "6*2 = 12, so \\boxed{12} maybe. Wait"
+ANSWERED = "6*2 = 12.\n</think>\n\nThe answer is \\boxed{12}."
+TEXTS = [THINKING, ANSWERED, ANSWERED, "6*2 = 13.\n</think>\n\n\\boxed{13}"]
+FINISHES = ["length", "stop", "length", "stop"]
+
+
+def _scripted(trainer: Any, texts: Sequence[str] = TEXTS, finishes: Sequence[str] = FINISHES) -> Any:
+    tokenizer = trainer.processing_class
+    trainer._engine_factory = lambda rollout_model: TextEngine(tokenizer, texts, finishes)
+    return trainer
+
+
+def _column(trainer: Any, name: str) -> list[float]:
+    return list(trainer._logs["rewards"][name])[-2 * G :]
+
+
+@pytest.mark.parametrize("variant", ["grpo", "grpo_lambda", "ulorl"])
+def test_r1_template_unfinished_completions_score_zero(r1_model_path: str, tmp_path: Path, variant: str) -> None:
+    """Only member 1 (closed the think block, boxed the right answer, stopped) is correct, in every variant that
+    grades with `correctness`. Before issue 13 member 0 (a box inside the unfinished thinking) and member 2 (cut by
+    the length cap) scored 1 too."""
+    spec: dict[str, Any] = {"name": variant}
+    if variant == "ulorl":
+        spec.update(segment_length=64, max_total_tokens=64, dynamic_sampling=False)
+    trainer = _scripted(build(r1_model_path, tmp_path, spec, beta=0.0, max_completion_length=64))
+    rows = [{"prompt": "What is 6*2?", "answer": "12"}, {"prompt": "Compute 6 times 2.", "answer": "12"}]
+    out = trainer._generate_and_score_completions(inputs(rows, G))
+    prompt = trainer.processing_class.decode(out["prompt_ids"][0][out["prompt_mask"][0].bool()])
+    assert prompt.endswith("<think>\n"), "the R1-style template opens the think block in the prompt"
+    correct = [0.0, 1.0, 0.0, 0.0] * 2
+    if variant == "grpo_lambda":  # the transform rewrites the column; read the accuracy metric instead
+        assert trainer._metrics["train"]["brevity/accuracy"][-1] == pytest.approx(0.25)
+    else:
+        assert _column(trainer, "correctness") == correct
+
+
+def test_r1_template_dler_truncation_agrees(r1_model_path: str, tmp_path: Path) -> None:
+    spec = {"name": "dler", "target_length": 64, "dynamic_sampling": False, "stop_properly_scale": 0.1}
+    trainer = _scripted(build(r1_model_path, tmp_path, spec, beta=0.0, max_completion_length=64))
+    trainer._generate_and_score_completions(inputs([{"prompt": "6*2?", "answer": "12"}] * 2, G))
+    # member 2 answered after </think> but was cut: the authors' recipe keeps 10%; member 0 never answered
+    assert _column(trainer, "truncation") == pytest.approx([0.0, 1.0, 0.1, 0.0] * 2)
+
+
+# --- defaults equal to the paper when the YAML is silent (items 3, 7) --------------------------------------------------
+
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "grpo": {"loss_type": "grpo"},
+    "s_grpo": {"loss_type": "grpo", "scale_rewards": "none", "beta": 0.0, "num_generations": 9},
+    "grpo_lambda": {"loss_type": "grpo", "scale_rewards": "group", "num_generations": 16},
+    "dler": {
+        "loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "delta": 10.0, "beta": 5e-4, "num_generations": 16,
+        "max_completion_length": 4000, "temperature": 1.0,
+    },
+    "curriculum_budget": {"loss_type": "grpo", "num_generations": 8},
+    "ulorl": {"loss_type": "dapo", "beta": 0.0, "epsilon": 0.2, "temperature": 0.85, "num_generations": 8},
+    "format_length": {
+        "loss_type": "dapo", "beta": 1e-3, "num_generations": 8, "temperature": 0.6, "max_completion_length": 3072,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_DEFAULTS))
+def test_paper_defaults_when_the_yaml_is_silent(name: str) -> None:
+    """Every variant states its loss type and KL estimator instead of inheriting TRL's defaults ("dapo", and k3
+    multiplied by the importance ratio); KL is plain k3 as DLER's fork and the surrogate code (veRL `low_var_kl`)
+    and the GRPO paper compute it."""
+    from rl.config import parse_config
+    from rl.variants import VARIANTS
+
+    defaults = VARIANTS[name].trl_defaults(VARIANTS[name].Spec())
+    assert "loss_type" in defaults and defaults["use_bias_correction_kl"] is False
+    raw: dict[str, Any] = {"variant": name, "per_device_train_batch_size": 144}
+    if name == "curriculum_budget":
+        raw["data"] = {"template": "budget"}
+    config = parse_config(raw, f"{name}.yaml")
+    assert config.grpo.use_bias_correction_kl is False
+    for key, value in PAPER_DEFAULTS[name].items():
+        assert getattr(config.grpo, key) == value, key
+
+
+# --- loss-level settings on a hand-computed tiny batch (items 3, 10) ---------------------------------------------------
+
+OLD = math.log(0.5)
+RATIOS = [[1.1, 1.25, 1.4], [0.7, 5.0, 12.0]]  # row 0: A = +1, row 1: A = −1
+KL_GAP = 0.5  # log π_ref − log π_θ on every token
+
+
+def _loss_and_grad(trainer: Any, ratios: list[list[float]] = RATIOS) -> tuple[float, torch.Tensor]:
+    """TRL 1.16's own `_compute_loss` on a (2, 3) batch whose current log-probs are a leaf tensor we choose."""
+    logps = (torch.tensor(ratios).log() + OLD).requires_grad_(True)
+    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (logps, torch.zeros_like(logps), None)
+    trainer.current_gradient_accumulation_steps = 1
+    batch = {
+        "prompt_ids": torch.ones(2, 2, dtype=torch.long),
+        "prompt_mask": torch.ones(2, 2, dtype=torch.long),
+        "completion_ids": torch.ones(2, 3, dtype=torch.long),
+        "completion_mask": torch.ones(2, 3, dtype=torch.long),
+        "advantages": torch.tensor([1.0, -1.0]),
+        "old_per_token_logps": torch.full((2, 3), OLD),
+        "ref_per_token_logps": logps.detach() + KL_GAP,
+        "num_items_in_batch": torch.tensor(6.0),
+    }
+    loss = trainer._compute_loss(trainer.model, batch)
+    loss.backward()
+    return float(loss.detach()), logps.grad
+
+
+@pytest.fixture(scope="module")
+def dler_trainer(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """DLER with its paper settings (ε 0.2/0.28, δ 10, dapo, plain k3) and a large β so the KL term shows."""
+    spec = {"name": "dler", "target_length": 12, "dynamic_sampling": False}
+    return build(tiny_model_path, tmp_path_factory.mktemp("dler-loss"), spec, beta=0.1)
+
+
+def test_dler_loss_clip_higher_and_dual_clip_by_hand(dler_trainer: Any) -> None:
+    """Token-mean over 6 tokens of −min(r·A, clip(r, 0.8, 1.28)·A) with r clamped at δ = 10, plus β·k3.
+
+    A = +1: r = 1.1 and 1.25 are inside clip-higher's 1.28 (1.25 would be clipped at 1.2 by a symmetric ε), so
+    their gradient is −r; r = 1.4 is clipped (gradient 0). A = −1: r = 0.7 takes the clipped 0.8 (gradient 0);
+    r = 5 is unclipped (gradient +5); r = 12 is held at δ = 10 (dual clip: gradient 0, loss 10 instead of 12).
+    """
+    trainer = dler_trainer
+    assert (trainer.epsilon_low, trainer.epsilon_high, trainer.args.delta) == (0.2, 0.28, 10.0)
+    assert trainer.loss_type == "dapo" and trainer.args.use_bias_correction_kl is False
+    loss, grad = _loss_and_grad(trainer)
+    k3 = math.exp(KL_GAP) - KL_GAP - 1
+    policy = [-1.1, -1.25, -1.28, 0.8, 5.0, 10.0]
+    assert loss == pytest.approx((sum(policy) + 0.1 * 6 * k3) / 6, rel=1e-5)
+    policy_grad = torch.tensor([[-1.1, -1.25, 0.0], [0.0, 5.0, 0.0]])
+    kl_grad = 0.1 * (1 - math.exp(KL_GAP))  # d/dlogπ of plain k3 = 1 − π_ref/π_θ
+    torch.testing.assert_close(grad, (policy_grad + kl_grad) / 6, rtol=1e-5, atol=1e-7)
+
+
+def test_kl_setting_changes_the_gradient_as_trl_documents(dler_trainer: Any) -> None:
+    """TRL's default (`use_bias_correction_kl`) multiplies k3 by the ratio r: gradient r·(1 − e^gap) + r·k3; the
+    papers' plain k3 gives 1 − e^gap. Same batch as above with every ratio 1.1 (A = +1 clipped nowhere)."""
+    trainer, gap = dler_trainer, KL_GAP
+    ratios = [[1.1] * 3, [1.1] * 3]
+    k3 = math.exp(gap) - gap - 1
+    _, plain = _loss_and_grad(trainer, ratios)
+    trainer.args.use_bias_correction_kl = True
+    try:
+        _, corrected = _loss_and_grad(trainer, ratios)
+    finally:
+        trainer.args.use_bias_correction_kl = False
+    policy = torch.tensor([[-1.1] * 3, [1.1] * 3])  # A = −1, r = 1.1: unclipped, gradient −A·r
+    torch.testing.assert_close(plain, (policy + 0.1 * (1 - math.exp(gap))) / 6, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(corrected, (policy + 0.1 * 1.1 * (1 - math.exp(gap) + k3)) / 6, rtol=1e-5, atol=1e-7)
