@@ -36,7 +36,9 @@ Warm-up, untimed, before each timed call (reported as `first_call_s`): stock/hf_
 tokens; hf_compiled two calls at the full shape stopped after 8 decode steps (a new StaticCache per call, as TRL
 gets: the second call shows any re-recording); engine modes one full call (graph capture for every KV window).
 Dynamo is reset before each compiled arm, so each compiles as in a fresh process. A failing arm (OOM, missing API)
-is recorded as {"error": ...} and the others still run; the JSON is rewritten after every arm.
+is recorded as {"error": ...} and the others still run; the JSON is rewritten after every shape. Arms run one after
+the other (all shapes of an arm, in the order given, then the next arm); `--arm-budget-s` skips ({"skipped": why})
+the shapes an arm would not finish within its budget, estimated from its slowest rate so far.
 
 Fraction of the HBM bandwidth bound: a decode step must read every weight once and each row's filled KV cache, so
 bytes/step = W + B * 2 * layers * kv_heads * head_dim * bytes * (mean_prompt + new_tokens / 2) (embedding rows and
@@ -296,10 +298,20 @@ def bench_arm(
             _error_row(report, name, arm, batch, new_tokens, exc)
         return
     cb_config = paged_config(args) if arm == "paged" else None
+    arm_start, per_token_s = time.perf_counter(), None
     for batch, new_tokens in shapes:
         ids = prompts(batch, args.prompt_len, model.config.vocab_size)
         row: dict[str, Any] = {"model": name, "weights": weights, "arm": arm, "mode": arm, "batch": batch,
                                "new_tokens": new_tokens}  # fmt: skip
+        if args.arm_budget_s and per_token_s is not None:
+            spent = time.perf_counter() - arm_start
+            estimate = per_token_s * batch * new_tokens * (2 if arm in ENGINE_ARMS else 1)  # engine: full warm-up
+            if spent + estimate > args.arm_budget_s:
+                row["skipped"] = f"--arm-budget-s {args.arm_budget_s:.0f}: {spent:.0f} s spent + ~{estimate:.0f} s"
+                report["results"].append(row)
+                _save(report, args.out)
+                print(f"[bench] {name} {arm} {batch}x{new_tokens} skipped ({row['skipped']})", file=sys.stderr)
+                continue
         try:
             warm, run = _calls(model, engine, arm, ids, new_tokens, cb_config, args)
             first = [timed(w, args.device)[0] for w in warm]
@@ -335,12 +347,15 @@ def bench_arm(
         row.update(bandwidth(model, ids, new_tokens, wall, report["copy_bandwidth_gbs"]))
         report["results"].append(row)
         _save(report, args.out)
+        per_token_s = max(per_token_s or 0.0, wall / tokens)
         print(f"[bench] {name} {arm} {batch}x{new_tokens}: {row['tokens_per_s']:.0f} tok/s, {wall:.2f} s, "
               f"{row['fraction_of_bandwidth_bound']:.1%} of the copy bandwidth", file=sys.stderr)  # fmt: skip
         free(args.device)
     engine = None
     if arm == "hf_compiled" and hasattr(model, "_compiled_call"):
         del model._compiled_call  # drop the compiled call and its CUDA-graph pool before the next arm
+    if arm in ("hf_compiled", "compiled"):
+        torch._dynamo.reset()  # frees the CUDA-graph trees' memory pools too (paged sizes its cache on free memory)
     free(args.device)
 
 
@@ -382,6 +397,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         best = max(stock, key=stock.get) if stock else None
         entry: dict[str, Any] = {"model": model, "batch": batch, "new_tokens": new_tokens, "tokens_per_s": tps,
                                  "errors": {a: r["error"] for a, r in rows.items() if "error" in r},
+                                 "skipped": [a for a, r in rows.items() if "skipped" in r],
                                  "best_stock_arm": best}  # fmt: skip
         for arm in ENGINE_ARMS:
             if tps.get(arm):
@@ -444,6 +460,11 @@ def main() -> None:
     parser.add_argument(
         "--cb-batch-tokens", type=int, default=256, help="paged: max batch tokens with --cb-num-blocks"
     )
+    parser.add_argument(
+        "--arm-budget-s", type=float, default=None,
+        help="per (model, arm): skip a shape when the seconds spent plus an estimate from the arm's slowest "
+        "tokens/s so far (x2 for engine arms: their warm-up is a full call) exceed this; shapes run in the given order",
+    )  # fmt: skip
     parser.add_argument("--check", action="store_true", help="first check that static and dynamic modes agree")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each timed run")
     parser.add_argument("--out", type=Path, default=None)

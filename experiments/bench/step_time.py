@@ -113,8 +113,11 @@ def raw_config(name: str, args: argparse.Namespace, output_dir: str) -> dict[str
 class StepTimer(TrainerCallback):
     """Times each optimizer step, and the rollout inside it."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, budget_s: float | None = None) -> None:
         self.device = device
+        self.budget_s = budget_s  # stop training once past it, after the warm-up and one timed step
+        self.stopped_by_budget = False
+        self._train_start: float | None = None
         self.trainer: Any = None
         self.steps: list[dict[str, float]] = []
         self._start = 0.0
@@ -138,6 +141,8 @@ class StepTimer(TrainerCallback):
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         sync(self.device)
+        if self._train_start is None:
+            self._train_start = time.perf_counter()
         self._rollout = 0.0
         self._start = time.perf_counter()
 
@@ -149,6 +154,10 @@ class StepTimer(TrainerCallback):
             if metrics.get(name):
                 row[key] = float(sum(metrics[name]))
         self.steps.append(row)
+        if self.budget_s and len(self.steps) >= 2 and time.perf_counter() - self._train_start > self.budget_s:
+            if state.global_step < state.max_steps:
+                self.stopped_by_budget = True
+                control.should_training_stop = True
 
 
 def build(name: str, args: argparse.Namespace, output_dir: str) -> Any:
@@ -195,7 +204,7 @@ def build(name: str, args: argparse.Namespace, output_dir: str) -> Any:
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    timer = StepTimer(args.device)
+    timer = StepTimer(args.device, args.arm_budget_s)
     trainer = None
     with tempfile.TemporaryDirectory(prefix=f"brevity-step-time-{name}-") as output_dir:
         try:
@@ -228,6 +237,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "warmup_step_s": timer.steps[0]["step_s"] if timer.steps else None,
         "train_wall_s": total,
         "steps": timer.steps,
+        "stopped_by_budget": timer.stopped_by_budget,
     }
     for key in METRICS:
         values = [s.get(key, 0.0) for s in timed]
@@ -250,6 +260,11 @@ def main() -> None:
     parser.add_argument("--max-completion-length", type=int, default=256)
     parser.add_argument("--data", default="gsm8k", help="data.train for every run; 'yaml' keeps each YAML's")
     parser.add_argument("--max-resample-rounds", type=int, default=None, help="override dler/ulorl's YAML cap")
+    parser.add_argument(
+        "--arm-budget-s", type=float, default=None,
+        help="stop an arm's training after this many seconds (counted from its first step), once it has its warm-up "
+        "and one timed step; `steps` then has fewer rows and `stopped_by_budget` is true",
+    )  # fmt: skip
     parser.add_argument(
         "--cb-num-blocks", type=int, default=None,
         help="stock_paged: paged-cache blocks of 32 tokens (default: TRL's auto-sizing, 50%% of free GPU memory)",

@@ -63,7 +63,7 @@ def test_failing_arm_is_recorded_and_the_others_run(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(dt, "run_paged", boom)
     args = argparse.Namespace(
         device="cpu", prompt_len=8, compile_warmup_steps=2, profile=False, out=None, cb_num_blocks=16,
-        cb_block_size=32, cb_batch_tokens=256,
+        cb_block_size=32, cb_batch_tokens=256, arm_budget_s=None,
     )  # fmt: skip
     report: dict = {"results": [], "copy_bandwidth_gbs": 1.0}
     shapes = [(2, 2), (3, 2)]
@@ -76,6 +76,21 @@ def test_failing_arm_is_recorded_and_the_others_run(monkeypatch: pytest.MonkeyPa
     assert [(r["arm"], r["tokens"]) for r in ok] == [("stock", 4), ("stock", 6), ("static", 4), ("static", 6)]
     summary = dt.summarize(report["results"])
     assert summary[0]["errors"] == {"paged": errors[0]["error"]} and summary[0]["best_stock_arm"] == "stock"
+
+
+def test_arm_budget_skips_the_shapes_that_would_not_fit() -> None:
+    """The first shape always runs (it gives the estimate); a later one that would overrun the budget is skipped."""
+    model, weights = dt.build_model("tiny", "cpu", torch.float32)
+    args = argparse.Namespace(
+        device="cpu", prompt_len=8, compile_warmup_steps=2, profile=False, out=None, cb_num_blocks=None,
+        arm_budget_s=1e-6,
+    )  # fmt: skip
+    report: dict = {"results": [], "copy_bandwidth_gbs": 1.0}
+    dt.bench_arm(model, "tiny", weights, "stock", [(2, 2), (4, 3)], args, report)
+    first, second = report["results"]
+    assert first["tokens"] == 4 and "skipped" not in first
+    assert "tokens" not in second and second["skipped"].startswith("--arm-budget-s")
+    assert dt.summarize(report["results"])[1]["skipped"] == ["stock"]
 
 
 def test_generation_configs_follow_trl() -> None:
