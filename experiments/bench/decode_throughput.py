@@ -193,18 +193,44 @@ def paged_config(args: argparse.Namespace) -> Any:
     return ContinuousBatchingConfig(**kwargs)
 
 
-def run_paged(model: Any, ids: list[list[int]], new_tokens: int, cb_config: Any) -> int:
+def run_paged(model: Any, ids: list[list[int]], new_tokens: int, cb_config: Any, deadline: float | None = None) -> int:
     """TRL 1.16's `use_transformers_paged` path: `generate_batch`; raises if a request failed or went missing
-    (generate_batch only logs those)."""
+    (generate_batch only logs those). With a `deadline` (time.perf_counter() value, from `--arm-budget-s`) it runs
+    generate_batch's own steps (context manager with the same workload hints, add_requests, get_result loop) and
+    raises TimeoutError once past the deadline, stopping the manager."""
     gen = trl_generation_config(model, new_tokens, "paged")
-    with torch.no_grad():
-        out = model.generate_batch(
-            ids, generation_config=gen, continuous_batching_config=cb_config, progress_bar=False
-        )
-    failed = [k for k, v in out.items() if v.error is not None]
-    if len(out) != len(ids) or failed:
-        raise RuntimeError(f"generate_batch returned {len(out)}/{len(ids)} results, {len(failed)} failed")
-    return sum(len(v.generated_tokens) for v in out.values())
+    if deadline is None:
+        with torch.no_grad():
+            out = model.generate_batch(
+                ids, generation_config=gen, continuous_batching_config=cb_config, progress_bar=False
+            )
+        failed = [k for k, v in out.items() if v.error is not None]
+        if len(out) != len(ids) or failed:
+            raise RuntimeError(f"generate_batch returned {len(out)}/{len(ids)} results, {len(failed)} failed")
+        return sum(len(v.generated_tokens) for v in out.values())
+    from transformers.generation.continuous_batching.utils import WorkloadHints
+
+    hints = WorkloadHints(max_prompt_length=max(map(len, ids)), max_generated_length=new_tokens, num_requests=len(ids))
+    tokens, done = 0, set()
+    with model.continuous_batching_context_manager(
+        generation_config=gen, continuous_batching_config=cb_config, block=True, timeout=5, workload_hints=hints
+    ) as manager:
+        pending = set(manager.add_requests(inputs=ids, max_new_tokens=new_tokens))
+        while pending:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"paged: {len(done)}/{len(ids)} requests finished by the --arm-budget-s deadline")
+            res = manager.get_result(timeout=1)
+            if res is None:
+                if not manager.is_running():
+                    raise RuntimeError("continuous batching stopped before finishing")
+                continue
+            if res.is_finished() and res.request_id in pending:
+                if res.error is not None:
+                    raise RuntimeError(f"continuous batching failed on {res.request_id}: {res.error}")
+                pending.discard(res.request_id)
+                done.add(res.request_id)
+                tokens += len(res.generated_tokens)
+    return tokens
 
 
 def run_engine(engine: HFEngine, ids: list[list[int]], new_tokens: int) -> int:
@@ -298,22 +324,24 @@ def bench_arm(
             _error_row(report, name, arm, batch, new_tokens, exc)
         return
     cb_config = paged_config(args) if arm == "paged" else None
-    arm_start, per_token_s = time.perf_counter(), None
+    arm_start, per_token_s, batch_done = time.perf_counter(), None, False  # the first shape always runs
     for batch, new_tokens in shapes:
         ids = prompts(batch, args.prompt_len, model.config.vocab_size)
         row: dict[str, Any] = {"model": name, "weights": weights, "arm": arm, "mode": arm, "batch": batch,
                                "new_tokens": new_tokens}  # fmt: skip
-        if args.arm_budget_s and per_token_s is not None:
+        if args.arm_budget_s and batch_done:
             spent = time.perf_counter() - arm_start
-            estimate = per_token_s * batch * new_tokens * (2 if arm in ENGINE_ARMS else 1)  # engine: full warm-up
-            if spent + estimate > args.arm_budget_s:
+            estimate = per_token_s * batch * new_tokens * (2 if arm in ENGINE_ARMS else 1) if per_token_s else 0.0
+            if spent > args.arm_budget_s or (per_token_s and spent + estimate > args.arm_budget_s):
                 row["skipped"] = f"--arm-budget-s {args.arm_budget_s:.0f}: {spent:.0f} s spent + ~{estimate:.0f} s"
                 report["results"].append(row)
                 _save(report, args.out)
                 print(f"[bench] {name} {arm} {batch}x{new_tokens} skipped ({row['skipped']})", file=sys.stderr)
                 continue
+        batch_done = True
         try:
-            warm, run = _calls(model, engine, arm, ids, new_tokens, cb_config, args)
+            deadline = arm_start + args.arm_budget_s if args.arm_budget_s else None
+            warm, run = _calls(model, engine, arm, ids, new_tokens, cb_config, args, deadline)
             first = [timed(w, args.device)[0] for w in warm]
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
@@ -360,8 +388,9 @@ def bench_arm(
 
 
 def _calls(
-    model: Any, engine: Any, arm: str, ids: list[list[int]], new_tokens: int, cb_config: Any, args: argparse.Namespace
-) -> tuple[list[Any], Any]:
+    model: Any, engine: Any, arm: str, ids: list[list[int]], new_tokens: int, cb_config: Any, args: argparse.Namespace,
+    deadline: float | None = None,
+) -> tuple[list[Any], Any]:  # fmt: skip
     """(untimed warm-up calls, the timed call) of one arm at one shape (see the module docstring)."""
     if arm in ("stock", "hf_static"):
         return [partial(run_generate, model, ids[:8], 4, arm)], partial(run_generate, model, ids, new_tokens, arm)
@@ -370,7 +399,7 @@ def _calls(
         return [warm, warm], partial(run_generate, model, ids, new_tokens, arm)
     if arm == "paged":
         return [partial(run_paged, model, ids[:8], 4, cb_config)], partial(
-            run_paged, model, ids, new_tokens, cb_config
+            run_paged, model, ids, new_tokens, cb_config, deadline
         )
     run = partial(run_engine, engine, ids, new_tokens)
     return [run], run
@@ -463,7 +492,8 @@ def main() -> None:
     parser.add_argument(
         "--arm-budget-s", type=float, default=None,
         help="per (model, arm): skip a shape when the seconds spent plus an estimate from the arm's slowest "
-        "tokens/s so far (x2 for engine arms: their warm-up is a full call) exceed this; shapes run in the given order",
+        "tokens/s so far (x2 for engine arms: their warm-up is a full call) exceed this; shapes run in the given order; "
+        "paged also stops inside a call at the arm's deadline (an error row)",
     )  # fmt: skip
     parser.add_argument("--check", action="store_true", help="first check that static and dynamic modes agree")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each timed run")

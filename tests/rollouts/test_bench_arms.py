@@ -91,6 +91,12 @@ def test_arm_budget_skips_the_shapes_that_would_not_fit() -> None:
     assert first["tokens"] == 4 and "skipped" not in first
     assert "tokens" not in second and second["skipped"].startswith("--arm-budget-s")
     assert dt.summarize(report["results"])[1]["skipped"] == ["stock"]
+    # paged also stops inside a call at the deadline: an error row, then the next shape is skipped
+    args.cb_num_blocks, args.cb_block_size, args.cb_batch_tokens = 16, 32, 256
+    report = {"results": [], "copy_bandwidth_gbs": 1.0}
+    dt.bench_arm(model, "tiny", weights, "paged", [(2, 2), (4, 3)], args, report)
+    first, second = report["results"]
+    assert first["error"].startswith("TimeoutError: paged: 0/2 requests finished") and "skipped" in second
 
 
 def test_generation_configs_follow_trl() -> None:
