@@ -2,6 +2,7 @@
 # The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
 # On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
 # Jobs: attention serial64 serial128 serial128x16 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
+#       stockarms stockdecode stocksteps stockshapes (issue 15: the stock transformers/TRL arms; see README.md)
 set -u
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
@@ -27,6 +28,21 @@ for job in "$@"; do
     decode) python3 $B/decode_throughput.py --models smollm2-135m-instruct --batch 256 --new-tokens 512 \
       --modes stock compiled --out "$OUT/$job.json" ;;
     steptime) python3 $B/step_time.py --steps 3 --out "$OUT/$job.json" ;;
+    # issue 15. stockarms: <= 510 s in all (fits one 10-minute device command with gpu-stage's put2 before it):
+    # decode at 256x512 for both models (engine compiled vs transformers static cache + compile vs paged, paged cut
+    # at 45 s), then as many step-time arms as the rest allows (JSON rewritten after every arm)
+    stockarms) t0=$(date +%s)
+      timeout 420 python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x512 \
+        --modes compiled hf_compiled paged --arm-budget-s 45 --out "$OUT/${job}_decode.json"
+      echo "decode: rc $? in $(( $(date +%s) - t0 )) s"
+      timeout $(( 510 - ($(date +%s) - t0) )) python3 $B/step_time.py --variants stock_static_compile stock_paged grpo \
+        --steps 2 --arm-budget-s 45 --out "$OUT/${job}_step_time.json" ;;
+    stockdecode) python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x512 \
+      --modes compiled hf_compiled paged stock hf_static --arm-budget-s 60 --out "$OUT/$job.json" ;;
+    stocksteps) python3 $B/step_time.py --variants stock stock_static_compile stock_paged stock_static grpo s_grpo \
+      --steps 3 --arm-budget-s 60 --out "$OUT/$job.json" ;;
+    stockshapes) python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b \
+      --shapes 64x512 1024x2048 --modes compiled hf_compiled paged --arm-budget-s 120 --out "$OUT/$job.json" ;;
     gputests) python3 -m pytest -p no:cacheprovider -q -m gpu tests/rollouts/test_decode_attention.py \
       tests/rollouts/test_hf_engine.py -o addopts="" ;;
     *) echo "unknown job $job" >&2; continue ;;
