@@ -1,8 +1,9 @@
 """`python -m eval.run` (also `brevity eval`): accuracy and token cost of a model on benchmarks.
 
 For each benchmark it samples k completions per problem, grades them with the shared grader (`rewards.grade`),
-appends one JSON line per sample to `<out>/samples/<benchmark>.jsonl` as soon as a batch finishes, and writes
-`summary.json`, `summary.md` and `accuracy_vs_tokens.png`. Re-running into the same folder resumes: samples already
+appends one JSON line per sample to `<out>/samples/<benchmark>.jsonl` as soon as the sample finishes (the
+transformers engine reports each one mid-batch, other engines at the end of a batch; lines are in finish order and
+summaries sort them), and writes `summary.json`, `summary.md` and `accuracy_vs_tokens.png`. Re-running into the same folder resumes: samples already
 on disk are not generated again, and a half-written last line (a crash mid-write) is dropped and redone. Re-running
 a finished folder with `--budget-cutoffs` adds an accuracy-vs-token-cutoff sweep without generating again.
 Bad input (benchmark, model, k, columns, template budget) fails before the model is loaded.
@@ -10,6 +11,7 @@ Bad input (benchmark, model, k, columns, template budget) fails before the model
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -136,25 +138,60 @@ def _generate(config: EvalConfig, plan: Plan, todo: dict[str, list[tuple[Problem
                     )
                     for p, i in chunk
                 ]
-                outputs = engine.generate(requests)
-                records = [
-                    make_record(bench, p, i, completion, plan.tokenizer, config.answer_format, plan.think_open[bench])
-                    for (p, i), (completion,) in zip(chunk, outputs)
-                ]
-                append_samples(out / "samples" / f"{slug(bench)}.jsonl", records)
-                progress.advance(len(records), sum(r["num_tokens"] for r in records))
+                _generate_chunk(
+                    engine, requests, chunk, bench, out / "samples" / f"{slug(bench)}.jsonl", plan, config, progress
+                )
+
+
+def _generate_chunk(
+    engine: Any,
+    requests: list[Request],
+    chunk: list[tuple[Problem, int]],
+    bench: str,
+    path: Path,
+    plan: Plan,
+    config: EvalConfig,
+    progress: SampleProgress,
+) -> None:
+    """Generate one batch, grading and appending each sample as it finishes: an interruption loses only samples
+    still being generated."""
+    saved: set[int] = set()
+
+    def save(index: int, completion: Any) -> None:
+        (p, i), think_open = chunk[index], plan.think_open[bench]
+        record = make_record(bench, p, i, completion, plan.tokenizer, config.answer_format, think_open)
+        append_samples(path, [record])
+        saved.add(index)
+        progress.advance(1, record["num_tokens"])
+
+    if _streams(engine):
+        outputs = engine.generate(requests, on_finish=save)
+    else:  # this engine hands back the whole batch at once
+        outputs = engine.generate(requests)
+    for index, (completion,) in enumerate(outputs):
+        if index not in saved:
+            save(index, completion)
+
+
+def _streams(engine: Any) -> bool:
+    """Whether `engine.generate` takes `on_finish` (each sample as soon as it finishes; the transformers engine)."""
+    try:
+        return "on_finish" in inspect.signature(engine.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _summarize(config: EvalConfig, plan: Plan, baseline: dict[str, Any] | None, out: Path) -> dict[str, Any]:
     label = config.label or Path(config.model).name
     summaries, sweeps, warnings = {}, {}, []
     for bench, rows in plan.problems.items():
-        wanted = {p.id for p in rows}
+        position = {p.id: n for n, p in enumerate(rows)}
         records = [
             r
             for r in read_samples(out / "samples" / f"{slug(bench)}.jsonl")
-            if r["problem_id"] in wanted and r["sample_index"] < config.k
+            if r["problem_id"] in position and r["sample_index"] < config.k
         ]
+        records.sort(key=lambda r: (position[r["problem_id"]], r["sample_index"]))  # the file is in finish order
         if len(records) != len(rows) * config.k:
             raise RuntimeError(f"{bench}: {len(records)} samples on disk, expected {len(rows) * config.k}")
         base = (baseline or {}).get("benchmarks", {}).get(bench)
@@ -201,7 +238,12 @@ def run_cli(job: Callable[[], Any], out: str) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished batches are in {out}; run the same command again to resume", file=sys.stderr)
+        kept = sum(len(read_samples(path)) for path in sorted((Path(out) / "samples").glob("*.jsonl")))
+        print(
+            f"\ninterrupted: {kept} finished sample{'s' * (kept != 1)} kept in {out}/samples; run the same command "
+            "again to resume (kept samples are not generated again)",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

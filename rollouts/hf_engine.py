@@ -47,7 +47,7 @@ import os
 import time
 import types
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -333,6 +333,8 @@ class HFEngine:
         # benchmarks: set to {} and every chunk syncs the device at phase boundaries and adds wall seconds per phase
         # (prepare, reuse, prefill, decode, collect); None (default) costs nothing
         self.phase_seconds: dict[str, float] | None = None
+        # set by `generate(on_finish=...)` for one chunk: (row in chunk, completion) as soon as a row stops
+        self._finish_hook: Callable[[int, Completion], None] | None = None
         self._compiled = self.mode == "compiled"
         self._forward_fn = self._forward
         if self.mode in ("static", "compiled"):
@@ -347,20 +349,36 @@ class HFEngine:
             self._forward_fn = torch.compile(types.MethodType(forward, self))
 
     # ----------------------------------------------------------------------------------------------- public API
-    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        """`requests[i]` -> `params.n` completions, in order (only new tokens; see the module docstring)."""
+    def generate(
+        self, requests: Sequence[Request], on_finish: Callable[[int, Completion], None] | None = None
+    ) -> list[list[Completion]]:
+        """`requests[i]` -> `params.n` completions, in order (only new tokens; see the module docstring).
+
+        `on_finish(i, completion)` is called once per completion of request i as soon as it is known: in dynamic
+        mode at the decode step where the sample stops (so a caller can save it before the batch ends), in the
+        other modes when its chunk ends. A request's n > 1 completions arrive in the order they finish.
+        """
         rows: list[_Row] = []
         for i, req in enumerate(requests):
             ids = self._validate(i, req)
             seed = req.params.seed if req.params.seed is not None else int(torch.randint(0, 2**62, ()).item())
             rows += [_Row(i, ids, req.params, _row_key(seed, j), len(req.prompt_ids)) for j in range(req.params.n)]
         results: list[Completion | None] = [None] * len(rows)
+        reported: set[int] = set()
+
+        def report(r: int, completion: Completion) -> None:
+            if on_finish is not None and r not in reported:
+                reported.add(r)
+                on_finish(rows[r].request, completion)
+
         was_training = self.model.training
         self.model.eval()
         try:
             if self.mode == "continuous":  # its worker thread updates tensors in place: no inference tensors
                 with torch.no_grad():
                     results = self._generate_continuous(rows)
+                for r, completion in enumerate(results):
+                    report(r, completion)
             else:
                 # The model runs in its own dtype: a trainer's autocast would give fp32 keys (RoPE upcasts) next to
                 # bf16 values, which a static KV cache cannot hold. Train with bf16 weights to decode in bf16.
@@ -368,9 +386,13 @@ class HFEngine:
                     order = sorted(range(len(rows)), key=lambda r: (rows[r].params.max_tokens, len(rows[r].ids)))
                     for start in range(0, len(order), self.max_batch_size):
                         chunk = order[start : start + self.max_batch_size]
+                        if on_finish is not None:  # b: the row's position in the chunk
+                            self._finish_hook = lambda b, completion, chunk=chunk: report(chunk[b], completion)
                         for r, completion in zip(chunk, self._run_chunk([rows[r] for r in chunk])):
                             results[r] = completion
+                            report(r, completion)
         finally:
+            self._finish_hook = None
             self.model.train(was_training)
         out: list[list[Completion]] = [[] for _ in requests]
         for row, completion in zip(rows, results):
@@ -497,6 +519,7 @@ class HFEngine:
                 use_cache=True, logits_to_keep=1,
             )  # fmt: skip
         finished = torch.zeros(len(rows), dtype=torch.bool, device=self.device)
+        reported = finished.clone()
         out_tok, out_logp = [], []
         with self._phase("decode"):
             for t in range(steps):
@@ -504,6 +527,8 @@ class HFEngine:
                 out_tok.append(tok)
                 out_logp.append(logp)
                 finished |= self._after_sample(tok, sp, t)
+                if self._finish_hook is not None:
+                    reported = self._report_finished(rows, stops, out_tok, out_logp, finished, reported)
                 if t + 1 == steps or ((t + 1) % self.sync_every == 0 and bool(finished.all())):
                     break
                 attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=1)
@@ -513,6 +538,17 @@ class HFEngine:
                 )  # fmt: skip
         with self._phase("collect"):
             return torch.stack(out_tok, 1).tolist(), torch.stack(out_logp, 1).tolist()
+
+    def _report_finished(self, rows, stops, out_tok, out_logp, finished, reported) -> torch.Tensor:
+        """Pass the rows that stopped at this step to `_finish_hook`; returns the new (B,) reported mask."""
+        new = (finished & ~reported).nonzero()[:, 0].tolist()  # a host sync: only when a caller asked for it
+        if new:
+            tokens = torch.stack(out_tok, 1)[new].tolist()
+            logps = torch.stack(out_logp, 1)[new].tolist()
+            for b, row_tokens, row_logps in zip(new, tokens, logps):
+                if rows[b].request >= 0:  # not a padding row
+                    self._finish_hook(b, self._completion(rows[b], stops[b], row_tokens, row_logps))
+        return finished.clone()
 
     # ----------------------------------------------------------------------------------------------- static mode
     def _workspace(self, rows: Sequence[_Row], stops: list[list[int]], width: int, steps: int) -> _Workspace:

@@ -180,8 +180,57 @@ def test_resume_after_interruption(tiny_model_path: str, tmp_path: Path, engines
     assert len(made) == engines_before and len(read_samples(path)) == 6
 
 
+class InterruptedEngine:
+    """The real engine, with Ctrl-C arriving after `after` samples of a batch have finished (mid-batch)."""
+
+    def __init__(self, engine, after: int) -> None:
+        self.engine, self.after, self.batches = engine, after, []
+
+    def generate(self, requests, on_finish=None):
+        self.batches.append(len(requests))
+        finished = []
+
+        def report(index, completion):
+            on_finish(index, completion)
+            finished.append(index)
+            if len(finished) == self.after:
+                raise KeyboardInterrupt
+
+        return self.engine.generate(requests, on_finish=report)
+
+
+def test_interrupted_eval_keeps_finished_samples_at_the_default_batch(
+    tiny_model_path: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    made = []
+    real = rollouts.engines.make_engine
+
+    def make(name, model_path, **kwargs):
+        made.append(InterruptedEngine(real(name, model_path, **kwargs), after=5))
+        return made[-1]
+
+    monkeypatch.setattr(rollouts.engines, "make_engine", make)
+    out = tmp_path / "run"
+    argv = _argv(tiny_model_path, out, "--benchmarks", RG, "--size", "12", "--k", "2", "--max-tokens", "4")
+    argv += ["--temperature", "1.0"]
+    assert main(argv) == 130
+    assert made[-1].batches == [24]  # one batch of the default size (64) holds all 24 samples
+    kept = read_samples(out / "samples" / f"{slug(RG)}.jsonl")
+    assert len(kept) == 5
+    assert "interrupted: 5 finished samples kept in" in capsys.readouterr().err
+
+    made[-1].after = None
+    monkeypatch.setattr(rollouts.engines, "make_engine", lambda *a, **k: made[0])
+    assert main(argv) == 0
+    assert made[0].batches == [24, 19]  # only the missing samples
+    final = read_samples(out / "samples" / f"{slug(RG)}.jsonl")
+    assert final[:5] == kept and len({(r["problem_id"], r["sample_index"]) for r in final}) == 24
+
+
 def test_offline_gsm8k(gsm8k_run: Path) -> None:
-    records = read_samples(gsm8k_run / "samples" / "gsm8k.jsonl")
+    records = sorted(
+        read_samples(gsm8k_run / "samples" / "gsm8k.jsonl"), key=lambda r: r["problem_id"]
+    )  # finish order
     assert [(r["problem_id"], r["reference"]) for r in records][0] == ("gsm8k/test/0", "18")
     assert [r["problem_id"] for r in records] == ["gsm8k/test/0", "gsm8k/test/1"]
     assert all(1 <= r["num_tokens"] <= 6 for r in records)

@@ -108,6 +108,30 @@ def test_seeds_reproduce_and_stop_tokens_end_samples(engines: dict[str, HFEngine
     assert engine.generate([Request(PROMPTS[0], at_cap)])[0][0].finish_reason == "stop"  # stop wins over length
 
 
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_on_finish_reports_each_sample_once_as_it_finishes(engines: dict[str, HFEngine], mode: str) -> None:
+    """Every completion reaches `on_finish` once, equal to the returned one; in dynamic mode a sample that stops
+    early (a stop token, a smaller max_tokens) is reported while the rest of its batch still decodes."""
+    engine = engines[mode]
+    sampled = SamplingParams(temperature=1.0, max_tokens=8, seed=7)
+    first = engine.generate([Request(PROMPTS[0], sampled)])[0][0]
+    stop = SamplingParams(temperature=1.0, max_tokens=8, seed=7, stop_token_ids=(first.token_ids[1],))
+    reqs = [Request(PROMPTS[0], stop), Request(PROMPTS[1], SamplingParams(n=2, temperature=0, max_tokens=8))]
+    reqs.append(Request(PROMPTS[2], SamplingParams(temperature=0, max_tokens=3)))
+    forwards: list[int] = []
+    hook = engine.model.register_forward_hook(lambda *args: forwards.append(1))
+    seen: list[tuple[int, list[int], int]] = []
+    try:
+        out = engine.generate(reqs, on_finish=lambda i, c: seen.append((i, c.token_ids, len(forwards))))
+    finally:
+        hook.remove()
+    assert sorted((i, ids) for i, ids, _ in seen) == sorted((i, c.token_ids) for i, g in enumerate(out) for c in g)
+    at = {i: calls for i, _, calls in seen}
+    if mode == "dynamic":  # the stopped sample (2 tokens) and the short one (3) come before the 8-token ones
+        assert at[0] < at[2] < at[1] <= len(forwards)
+    assert engine._finish_hook is None
+
+
 @pytest.mark.parametrize(
     "params",
     [
