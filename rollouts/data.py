@@ -75,9 +75,22 @@ def _package_file(dist: str, relpath: str) -> Path:
     raise DataSourceError(f"{dist} {d.version} has no file {relpath!r}; the package layout changed")
 
 
+class _BadLine(ValueError):
+    """A line of a data file that does not parse; the message names the line (1-based)."""
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:  # its own "line 1" would count within the line
+                message = f"line {number}: not valid JSON ({e.msg}, column {e.colno}): {line.strip()[:80]!r}"
+                raise _BadLine(message) from None
+    return rows
 
 
 def _hub_rows(repo: str, config: str | None, split: str) -> list[dict[str, Any]]:
@@ -289,14 +302,18 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
             with path.open(encoding="utf-8", newline="") as f:
                 rows = list(csv.DictReader(f))
         elif suffix == ".json":
+            text = path.read_text(encoding="utf-8")
             try:
-                rows = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
+                rows = json.loads(text)
+            except json.JSONDecodeError as e:
+                if text.lstrip().startswith("["):  # one JSON array: its own line/column are the file's
+                    raise _BadLine(f"not valid JSON: {e}") from None
                 rows = _read_jsonl(path)  # datasets' `to_json("x.json")` writes JSON Lines
         else:
             rows = _read_jsonl(path)
     except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError and ArrowInvalid are ValueErrors
-        raise ValueError(f"could not read data file {path}: {type(e).__name__}: {e}") from e
+        detail = str(e) if isinstance(e, _BadLine) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"could not read data file {path}: {detail}") from e
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"could not read data file {path}: expected a list of objects (one per row)")
     if not rows:

@@ -107,6 +107,19 @@ def test_file_errors(tmp_path: Path) -> None:
         load_problems(str(tmp_path / "missing.jsonl"))
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_bad_json_line_is_named(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"d{suffix}"
+    path.write_text(json.dumps({"prompt": "1+1?", "answer": "2"}) + "\n\n" + '{"prompt": "2+2?", "answer": 4\n')
+    with pytest.raises(ValueError, match=rf"could not read data file .*d\{suffix}: line 3: not valid JSON") as info:
+        load_problems(str(path))
+    assert "column" in str(info.value) and "2+2?" in str(info.value)
+    array = tmp_path / "a.json"
+    array.write_text('[\n  {"prompt": "1+1?", "answer": "2"},\n  {"prompt": "2+2?" "answer": "4"}\n]\n')
+    with pytest.raises(ValueError, match=r"a\.json: not valid JSON: .*line 3 column"):
+        load_problems(str(array))
+
+
 def test_unknown_spec_lists_the_forms() -> None:
     with pytest.raises(ValueError, match="unknown dataset spec 'gsm9k'.*gsm8k.*aime25.*rg:<task>.*jsonl"):
         load_problems("gsm9k")
