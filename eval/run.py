@@ -29,6 +29,7 @@ from eval.samples import append_samples, make_record, opens_think, read_samples,
 from rollouts.data import Problem, load_problems
 from rollouts.engines import resolve_engine_name
 from rollouts.templates import render
+from rollouts.threads import configure_threads
 from rollouts.types import Request, SamplingParams
 
 __all__ = ["EvalConfig", "EvalInputError", "build_parser", "evaluate", "main", "prepare", "run_cli"]
@@ -251,6 +252,7 @@ def run_cli(job: Callable[[], Any], out: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     config = EvalConfig(**vars(build_parser().parse_args(argv)))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_threads()
     code = run_cli(lambda: evaluate(config), config.out)
     if code == 0:
         print((Path(config.out) / "summary.md").read_text())

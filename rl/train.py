@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rl.config import ExperimentConfig, load_config
+from rollouts.threads import configure_threads
 
 logger = logging.getLogger("brevity.train")
 
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = load_config(args.config)
+        configure_threads()
         resume = resolve_resume(args.resume, config.grpo.output_dir, args.allow_fresh)
         trainer = build_trainer(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
