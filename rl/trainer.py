@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather, gather_object
+from accelerate.utils import gather, gather_object, pad_across_processes
 from trl import GRPOTrainer
 
 from rewards.correctness import PROMPT_OPENS_THINK, opens_think
@@ -266,7 +266,9 @@ class BrevityTrainer(GRPOTrainer):
             for k, v in metrics.items():
                 self._metrics[mode][f"brevity/{k}"].append(float(v))
         weighted = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)
-        self._last = {"rewards": weighted, "lengths": lengths}
+        column = self.plan.filter_column
+        filter_score = rewards_per_func[:, names.index(column)] if column in names else weighted
+        self._last = {"rewards": weighted, "filter": filter_score, "lengths": lengths}
         if (budget := self._budget()) is not None:
             self._metrics[mode]["brevity/budget"].append(float(budget))
         q = torch.quantile(lengths.float(), torch.tensor([0.5, 0.9], device=device))
@@ -292,6 +294,7 @@ class BrevityTrainer(GRPOTrainer):
         n, rank = len(inputs), self.accelerator.process_index
         local = slice(rank * n, (rank + 1) * n)
         out["brevity_rewards"] = self._last["rewards"][local].clone()
+        out["brevity_filter"] = self._last["filter"][local].clone()
         out["brevity_lengths"] = self._last["lengths"][local].clone()
         out["brevity_valid"] = torch.ones(n, dtype=torch.bool, device=out["advantages"].device)
         return out
@@ -299,48 +302,85 @@ class BrevityTrainer(GRPOTrainer):
     def _gathered(self, tensor: torch.Tensor) -> torch.Tensor:
         return gather(tensor) if self.accelerator.num_processes > 1 else tensor
 
+    def _gathered_rows(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """All ranks' rows in rank order, and where this rank's start: after dynamic sampling ranks may hold
+        different numbers of rows, which a plain `gather` cannot take."""
+        if self.accelerator.num_processes == 1:
+            return tensor, 0
+        sizes = gather(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+        padded = pad_across_processes(tensor, dim=0)
+        width = padded.shape[0]
+        parts = gather(padded).split(width)
+        rank = self.accelerator.process_index
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)]), sum(sizes[:rank])
+
     def _whitened(self, out: dict[str, Any]) -> torch.Tensor:
-        """DLER: (r − mean_g) then whitening over the gathered batch, token-weighted (methods.md §3.2). Groups that
-        dynamic sampling only filled in (zero variance) take no part in the batch statistics and get advantage 0."""
+        """DLER: (r − mean_g) then whitening over the gathered batch, token-weighted (methods.md §3.2). Inert groups
+        (padding rows of a dynamic-sampling batch) take no part in the batch statistics and get advantage 0."""
         G = self.num_generations
-        rewards = self._gathered(out["brevity_rewards"]).view(-1, G)
-        lengths = self._gathered(out["brevity_lengths"]).view(-1, G)
-        valid = self._gathered(out["brevity_valid"]).view(-1, G)[:, 0]
-        counts = lengths if self.plan.token_weighted_whitening else None
-        adv = group_center_batch_whiten(rewards, counts, valid=valid).reshape(-1)
-        n, rank = out["brevity_rewards"].numel(), self.accelerator.process_index
-        return adv[rank * n : (rank + 1) * n].to(out["advantages"].dtype)
+        rewards, start = self._gathered_rows(out["brevity_rewards"])
+        lengths, _ = self._gathered_rows(out["brevity_lengths"])
+        valid, _ = self._gathered_rows(out["brevity_valid"])
+        counts = lengths.view(-1, G) if self.plan.token_weighted_whitening else None
+        adv = group_center_batch_whiten(rewards.view(-1, G), counts, valid=valid.view(-1, G)[:, 0]).reshape(-1)
+        n = out["brevity_rewards"].numel()
+        return adv[start : start + n].to(out["advantages"].dtype)
 
     def _dynamic_sampling(self, out: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Drop groups whose rewards do not vary and refill from extra generation rounds (at most the cap).
+        """Drop groups whose filter score does not vary and refill from extra generation rounds, as DLER's fork
+        (`recipe/dapo/dapo_ray_trainer.py`, `filter_groups`): the score is the plan's `filter_column` (DLER: the
+        correctness score before the truncation penalty's scaling, the fork's `seq_reward`), rounds are unlimited when
+        `max_resample_rounds` <= 0 (the fork's `max_num_gen_batches: 0`), and each rank keeps its first
+        `target` varying groups (the fork's `batch[:train_batch_size]`).
 
-        Needs whole groups on each process (checked at start-up). When the cap is hit, zero-variance groups fill
-        the remaining slots with `brevity_valid` False: their advantage is 0 and DLER's whitening leaves them out,
-        so the step trains on what there is with a fixed batch shape.
+        When the round cap stops refilling first, the step trains on the varying groups there are, never on
+        zero-variance fillers: no filler counts in the loss normaliser or the KL term (logged as
+        `brevity/groups_trained` and `brevity/resample_cap_hit`). TRL splits a generation batch into
+        `steps_per_generation` equal micro-batches, so the batch is topped up to a multiple of it with inert rows
+        (whole groups with loss mask 0, advantage 0, outside the batch statistics; `brevity/inert_rows`); they change
+        nothing for the token-mean losses (`dapo`, `bnpo`) but dilute `grpo`'s mean over sequences.
+        Needs whole groups on each process (checked at start-up).
         """
         G, target = self.num_generations, len(inputs) // self.num_generations
         sampler = DynamicSampler(target, max_rounds=0)  # the round cap is global, so it is enforced here
         pool, where, rounds = [out], [], 0  # where[i] = (round, group) of the sampler's i-th group
+        cap = self.plan.max_resample_rounds
         while True:
             cur = pool[-1]
             if not sampler.done:  # a full rank still runs the round (collectives) but keeps nothing from it
-                rewards = cur["brevity_rewards"].view(-1, G)
-                where += [(len(pool) - 1, g) for g in range(rewards.shape[0])]
-                sampler.add(rewards)
+                where += [(len(pool) - 1, g) for g in range(cur["brevity_filter"].numel() // G)]
+                sampler.add(cur["brevity_filter"].view(-1, G))
             need = torch.tensor([max(target - sampler.num_kept, 0)], device=cur["advantages"].device)
-            if self._gathered(need).max().item() <= 0 or rounds >= self.plan.max_resample_rounds:
+            short = self._gathered(need).max().item() > 0
+            if not short or 0 < cap <= rounds:
                 break
             rounds += 1
             pool.append(self._score_round(self._refill_inputs(inputs)))
-        chosen = [where[i] for i in sampler.kept_indices(fill=True)]
-        kept = min(sampler.num_kept, target)
-        self._metrics["train"]["brevity/resample_rounds"].append(float(rounds))
-        self._metrics["train"]["brevity/zero_variance_groups_filled"].append(float(len(chosen) - kept))
-        batch = select_groups(pool, chosen, G, self.processing_class.pad_token_id)
-        batch["brevity_valid"] = torch.tensor(
-            [k < kept for k in range(len(chosen)) for _ in range(G)], device=batch["advantages"].device
-        )
-        batch["num_items_in_batch"] = self._gathered(batch["num_items_in_batch"].reshape(1)).sum()
+        kept = sampler.kept_indices()[:target] if sampler.num_kept else []
+        chosen = [where[i] for i in kept]
+        spg = self.args.steps_per_generation
+        fillers = [where[i] for i in range(len(where)) if i not in set(kept)] + chosen
+        inert = 0
+        while (len(chosen) + inert) * G % spg or len(chosen) + inert == 0:
+            inert += 1
+        rows = chosen + [fillers[k % len(fillers)] for k in range(inert)]
+        metrics = self._metrics["train"]
+        metrics["brevity/resample_rounds"].append(float(rounds))
+        metrics["brevity/resample_cap_hit"].append(float(short))
+        metrics["brevity/groups_trained"].append(float(len(chosen)))
+        metrics["brevity/inert_rows"].append(float(inert * G))
+        batch = select_groups(pool, rows, G, self.processing_class.pad_token_id)
+        device = batch["advantages"].device
+        valid = torch.tensor([k < len(chosen) for k in range(len(rows)) for _ in range(G)], device=device)
+        batch["brevity_valid"] = valid
+        batch["advantages"] = batch["advantages"] * valid
+        keep = valid.unsqueeze(1).to(batch["completion_mask"].dtype)
+        if "tool_mask" in batch:
+            batch["tool_mask"] = batch["tool_mask"] * keep
+        else:
+            batch["tool_mask"] = keep.expand_as(batch["completion_mask"]).clone()
+        loss_tokens = (batch["completion_mask"] * batch["tool_mask"]).sum()
+        batch["num_items_in_batch"] = self._gathered(loss_tokens.reshape(1)).sum()
         return batch
 
     def _draw_rows(self, n: int) -> list[dict[str, Any]]:

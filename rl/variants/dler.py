@@ -1,5 +1,14 @@
 """DLER (arXiv 2510.15110): truncation penalty, group-centred then batch-whitened advantages, clip-higher, dynamic
-sampling; optional difficulty-aware caps (DA-DLER). Merging is `brevity merge` (rl/merge.py)."""
+sampling; optional difficulty-aware caps (DA-DLER). Merging is `brevity merge` (rl/merge.py).
+
+Dynamic sampling as the released fork runs it (NVlabs/DLER `verl-dler/recipe/dapo/dapo_ray_trainer.py`): groups are
+filtered on the correctness score before the truncation penalty's stop-properly scaling (`seq_reward` of the
+`token_level_scores`), here the weight-0 `correctness` column graded as the fork's deepscaler `RewardMathFn` does
+(`</think>` required, answer after the FIRST `</think>`, finish reason ignored); refill rounds are unlimited by
+default (`max_resample_rounds: 0`, the fork's `max_num_gen_batches: 0` in DLER's scripts; methods.md's "cap the
+rounds" is an option here, not the source's default). Where the fork raises once its cap is hit, brevity trains on
+the varying groups it has and logs it. KL: veRL's `low_var_kl` is plain k3 (clamped to ±10 there, unclamped here).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +20,9 @@ from rl.variants.base import GroupBatch, Plan, Variant, reward
 @dataclass
 class Spec:
     target_length: int = 4000
-    stop_properly_scale: float = 0.0  # the authors' recipe uses 0.1 (methods.md §3.2)
+    stop_properly_scale: float = 0.0  # [paper] truncated = 0; the authors' recipe yaml uses 0.1 (methods.md §3.2)
     dynamic_sampling: bool = True
-    max_resample_rounds: int = 4
+    max_resample_rounds: int = 0  # <= 0: unlimited [code]; a positive cap is an option
     token_weighted: bool = True
     difficulty_aware: bool = False
     tier_threshold: float = 0.5
@@ -45,6 +54,7 @@ def _plan(spec: Spec) -> Plan:
         token_weighted_whitening=spec.token_weighted,
         dynamic_sampling=spec.dynamic_sampling,
         max_resample_rounds=spec.max_resample_rounds,
+        filter_column="correctness",
     )
 
 
@@ -77,7 +87,16 @@ VARIANT = Variant(
             stop_properly_scale=s.stop_properly_scale,
             require_think_close=s.require_think_close,
             answer_format=s.answer_format,
-        )
+        ),
+        # weight 0: the score dynamic sampling filters on (the fork's unscaled `seq_reward`), logged as accuracy
+        reward(
+            "correctness",
+            0.0,
+            answer_format=s.answer_format,
+            truncated_is_wrong=False,
+            require_think_close=s.require_think_close,
+            first_think_close=True,
+        ),
     ],
     # Table 4 / §3.7: clip-higher, dual clip c = 10 (TRL delta), token-mean loss, KL loss 5e-4 as veRL's
     # `low_var_kl` (plain k3, no importance ratio: `use_bias_correction_kl` off), truncated kept, G = 16, T = 1.

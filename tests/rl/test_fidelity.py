@@ -206,3 +206,88 @@ def test_kl_setting_changes_the_gradient_as_trl_documents(dler_trainer: Any) -> 
     policy = torch.tensor([[-1.1] * 3, [1.1] * 3])  # A = −1, r = 1.1: unclipped, gradient −A·r
     torch.testing.assert_close(plain, (policy + 0.1 * (1 - math.exp(gap))) / 6, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(corrected, (policy + 0.1 * 1.1 * (1 - math.exp(gap) + k3)) / 6, rtol=1e-5, atol=1e-7)
+
+
+# --- DLER dynamic sampling as the fork does it (item 4) ---------------------------------------------------------------
+
+WRONG = "6*2 = 13.\n</think>\n\n\\boxed{13}"
+
+
+class PromptEngine(TextEngine):
+    """Members by prompt: a prompt for which `varies(text)` holds gets `texts` (a group whose score varies), any
+    other prompt G wrong answers (zero variance)."""
+
+    def __init__(self, tokenizer: Any, texts: Sequence[str], finishes: Sequence[str], varies: Any) -> None:
+        super().__init__(tokenizer, texts, finishes)
+        self.tokenizer, self.varies = tokenizer, varies
+        self.wrong = tokenizer.encode(WRONG, add_special_tokens=False) + list(self.eos_token_ids)
+
+    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        out = super().generate(requests)
+        for k, req in enumerate(requests):
+            if not self.varies(self.tokenizer.decode(list(req.prompt_ids))):
+                out[k] = [Completion(list(self.wrong), "stop") for _ in range(req.params.n)]
+        return out
+
+
+def _dler(model: str, tmp_path: Path, varies: Any, texts: Sequence[str], finishes: Sequence[str], **spec: Any) -> Any:
+    trainer = build(model, tmp_path, {"name": "dler", "target_length": 64, **spec}, beta=0.0, max_completion_length=64)
+    tokenizer = trainer.processing_class
+    trainer._engine_factory = lambda rollout_model: PromptEngine(tokenizer, texts, finishes, varies)
+    return trainer
+
+
+def _metric(trainer: Any, name: str) -> float:
+    return trainer._metrics["train"][name][-1]
+
+
+def test_dler_filters_on_correctness_before_the_truncation_scaling(r1_model_path: str, tmp_path: Path) -> None:
+    """A group whose only correct answer was cut by the cap has truncation rewards all 0 (zero variance) but a
+    varying correctness score: the fork keeps it (it filters on `seq_reward`, the unscaled score)."""
+    texts, finishes = [ANSWERED, WRONG, WRONG, WRONG], ["length", "stop", "stop", "stop"]
+    trainer = _dler(r1_model_path, tmp_path, lambda text: True, texts, finishes, max_resample_rounds=3)
+    out = trainer._generate_and_score_completions(inputs([{"prompt": "6*2?", "answer": "12"}] * 2, G))
+    assert out["brevity_rewards"].tolist() == [0.0] * 2 * G, "truncation rewards: no variance"
+    assert _column(trainer, "correctness") == [1.0, 0.0, 0.0, 0.0] * 2
+    assert _metric(trainer, "brevity/resample_rounds") == 0.0 and _metric(trainer, "brevity/groups_trained") == 2.0
+
+
+def test_dler_cap_hit_trains_on_fewer_groups_without_fillers(r1_model_path: str, tmp_path: Path) -> None:
+    """Only one group ever varies; with a cap of 2 refill rounds the step trains on that one group: no
+    zero-variance filler reaches the loss normaliser or the KL term, and the shortfall is logged."""
+    texts, finishes = [ANSWERED, WRONG, ANSWERED, WRONG], ["stop"] * 4
+    trainer = _dler(r1_model_path, tmp_path, lambda text: "Varied" in text, texts, finishes, max_resample_rounds=2)
+    rows = [{"prompt": "Flat 6*2?", "answer": "12"}, {"prompt": "Varied 6*2?", "answer": "12"}]
+    out = trainer._generate_and_score_completions(inputs(rows, G))
+    assert _metric(trainer, "brevity/resample_rounds") == 2.0 and _metric(trainer, "brevity/resample_cap_hit") == 1.0
+    assert _metric(trainer, "brevity/groups_trained") == 1.0 and _metric(trainer, "brevity/inert_rows") == 0.0
+    assert out["completion_ids"].shape[0] == G, "one group of G rows, not a batch padded to 2 groups"
+    assert "Varied" in trainer.processing_class.decode(out["prompt_ids"][0])
+    loss_tokens = (out["completion_mask"] * out["tool_mask"]).sum()
+    assert int(out["num_items_in_batch"]) == int(loss_tokens) == int(out["completion_mask"].sum())
+    assert out["brevity_rewards"].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_dler_nothing_kept_trains_on_nothing(r1_model_path: str, tmp_path: Path) -> None:
+    """With nothing kept, one inert group (loss mask 0, advantage 0) keeps TRL's micro-batch split non-empty and
+    trains on nothing: no loss token, no KL token."""
+    texts, finishes = [ANSWERED, WRONG, ANSWERED, WRONG], ["stop"] * 4
+    trainer = _dler(r1_model_path, tmp_path, lambda text: False, texts, finishes, max_resample_rounds=1)
+    out = trainer._generate_and_score_completions(inputs([{"prompt": "Flat?", "answer": "12"}] * 2, G))
+    assert _metric(trainer, "brevity/groups_trained") == 0.0 and _metric(trainer, "brevity/inert_rows") == G
+    assert out["completion_ids"].shape[0] == G
+    assert int(out["num_items_in_batch"]) == 0 and not out["tool_mask"].any() and not out["advantages"].any()
+
+
+def test_dler_refills_without_a_cap_by_default(r1_model_path: str, tmp_path: Path) -> None:
+    """`max_resample_rounds: 0` (the fork's `max_num_gen_batches: 0`, DLER's scripts) refills until enough groups
+    vary: here only dataset row "Problem 107" (answer 1107) does, so it takes several rounds."""
+    from rl.variants import VARIANTS
+
+    assert VARIANTS["dler"].Spec().max_resample_rounds == 0
+    right = "1000 + 107 = 1107.\n</think>\n\n\\boxed{1107}"
+    texts, finishes = [right, WRONG, right, WRONG], ["stop"] * 4
+    trainer = _dler(r1_model_path, tmp_path, lambda text: "Problem 107" in text, texts, finishes)
+    trainer._generate_and_score_completions(inputs([{"prompt": "Flat?", "answer": "12"}] * 2, G))
+    assert _metric(trainer, "brevity/resample_rounds") >= 1.0 and _metric(trainer, "brevity/resample_cap_hit") == 0.0
+    assert _metric(trainer, "brevity/groups_trained") == 2.0
