@@ -64,8 +64,14 @@ class DynamicSampler:
         """Groups kept so far (may exceed `target_groups`; `kept_indices` truncates)."""
         return len(self._kept)
 
-    def add(self, batch_rewards: Tensor, batch_payload_indices: Sequence[int] | Tensor | None = None) -> Tensor:
-        """Record one round's (P, G) rewards; keep the groups with nonzero variance. Returns the (P,) keep mask."""
+    def add(
+        self,
+        batch_rewards: Tensor,
+        batch_payload_indices: Sequence[int] | Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
+        """Record one round's (P, G) rewards; keep the groups with nonzero variance (and, when given, `keep[p]`
+        True: a variant's stricter rule, e.g. S-GRPO's correct early exit). Returns the (P,) keep mask."""
         if self.done:
             raise RuntimeError("DynamicSampler.add() after done; call reset() to start a new step")
         num_groups = batch_rewards.shape[0]
@@ -75,7 +81,8 @@ class DynamicSampler:
             indices = [int(i) for i in batch_payload_indices]
             if len(indices) != num_groups:
                 raise ValueError(f"{len(indices)} payload indices for {num_groups} groups")
-        keep = ~zero_variance_groups(batch_rewards, self.atol)
+        varies = ~zero_variance_groups(batch_rewards, self.atol)
+        keep = varies if keep is None else varies & keep.to(torch.bool)
         for i, k in zip(indices, keep.tolist()):
             (self._kept if k else self._dropped).append(i)
         self._last_round = indices

@@ -28,7 +28,7 @@ from accelerate.utils import gather, gather_object, pad_across_processes
 from trl import GRPOTrainer
 
 from rewards.correctness import PROMPT_OPENS_THINK, opens_think
-from rl.advantages import group_center_batch_whiten
+from rl.advantages import group_center_batch_whiten, mean_only_advantages
 from rl.batching import RefillOrder, rng_from_json, rng_to_json, row_columns, row_key, sample_to_json, select_groups
 from rl.losses import dmmpt_mask, masked_fraction
 from rl.sampling import DynamicSampler
@@ -284,6 +284,8 @@ class BrevityTrainer(GRPOTrainer):
             out = self._dynamic_sampling(out, inputs)
         if self.plan.advantage == "group_center_batch_whiten":
             out["advantages"] = self._whitened(out)
+        elif self.plan.advantage == "mean_only":
+            out["advantages"] = self._mean_only(out)
         if self.plan.dmmpt is not None and mode == "train":
             self._apply_dmmpt(out)
         return out
@@ -326,6 +328,16 @@ class BrevityTrainer(GRPOTrainer):
         n = out["brevity_rewards"].numel()
         return adv[start : start + n].to(out["advantages"].dtype)
 
+    def _mean_only(self, out: dict[str, Any]) -> torch.Tensor:
+        """S-GRPO (§2.3): Â = r − mean over the serial group, no std division, whatever TRL's `scale_rewards` says.
+        Inert groups (padding rows of a dynamic-sampling batch) get 0."""
+        G = self.num_generations
+        rewards, start = self._gathered_rows(out["brevity_rewards"])
+        valid, _ = self._gathered_rows(out["brevity_valid"])
+        adv = mean_only_advantages(rewards.view(-1, G), valid=valid.view(-1, G)[:, 0]).reshape(-1)
+        n = out["brevity_rewards"].numel()
+        return adv[start : start + n].to(out["advantages"].dtype)
+
     def _dynamic_sampling(self, out: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """Drop groups whose filter score does not vary and refill from extra generation rounds, as DLER's fork
         (`recipe/dapo/dapo_ray_trainer.py`, `filter_groups`): the score is the plan's `filter_column` (DLER: the
@@ -348,8 +360,9 @@ class BrevityTrainer(GRPOTrainer):
         while True:
             cur = pool[-1]
             if not sampler.done:  # a full rank still runs the round (collectives) but keeps nothing from it
-                where += [(len(pool) - 1, g) for g in range(cur["brevity_filter"].numel() // G)]
-                sampler.add(cur["brevity_filter"].view(-1, G))
+                scores = cur["brevity_filter"].view(-1, G)
+                where += [(len(pool) - 1, g) for g in range(scores.shape[0])]
+                sampler.add(scores, keep=None if self.plan.keep_group is None else self.plan.keep_group(scores))
             need = torch.tensor([max(target - sampler.num_kept, 0)], device=cur["advantages"].device)
             short = self._gathered(need).max().item() > 0
             if not short or 0 < cap <= rounds:

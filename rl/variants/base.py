@@ -38,6 +38,7 @@ class Plan:
     dynamic_sampling: bool = False
     max_resample_rounds: int = 0  # extra generation rounds per step; <= 0: unlimited (DLER fork's max_num_gen_batches)
     filter_column: str | None = None  # reward column dynamic sampling filters on; None: the weighted total reward
+    keep_group: Callable[[torch.Tensor], torch.Tensor] | None = None  # (P, G) filter scores -> (P,) extra keep rule
     dmmpt: dict[str, float] | None = None  # {"tau": .., "sigma": ..} enables UloRL's token mask
     budget_schedule: Any = None  # rewards.schedules schedule: B(step) for prompt text and generation cap
     rng: Any = None  # a random.Random the group transform draws from; saved in checkpoints (GRPO-λ tie-breaks)

@@ -1,6 +1,13 @@
 """S-GRPO (arXiv 2505.07686): a serial group of one full trace and m early exits, decaying reward, mean-only advantage.
 
 Exits are cut at the token level and the inserted inducer text is masked out of the loss (methods.md §1.2, §1.7).
+The advantage is r − mean over the serial group, computed by the trainer (`Plan.advantage`); a YAML that sets
+`scale_rewards` to anything but "none" is refused. Over-sampling (§2.1.2: "to ensure that the serial group contains
+early exit samples with correct answers"): dynamic sampling drops serial groups without any correct answer (zero
+variance: correct answers get distinct decayed rewards) and refills from new prompts, at most `max_resample_rounds`
+extra rounds ([default] 4; the paper states no cap); `require_correct_early_exit` keeps only groups where one of
+the m exits C_1..C_m is correct, the stricter reading. The paper states neither the filter nor the over-sampling
+ratio; brevity refills on demand instead of generating an over-sized batch up front.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ class Spec:
     answer_max_tokens: int = 1024
     inducer: str = INDUCER
     answer_format: str = "boxed"
+    dynamic_sampling: bool = True
+    max_resample_rounds: int = 4
+    require_correct_early_exit: bool = False
 
 
 def _decay(batch: GroupBatch):
@@ -26,9 +36,21 @@ def _decay(batch: GroupBatch):
     return serial_decay_rewards(batch.correct)
 
 
+def _exit_correct(scores):  # noqa: ANN001, ANN202
+    """(P, G) decayed rewards, exits first and the full trace last -> (P,) True where an exit answered correctly."""
+    return (scores[:, :-1] > 0).any(dim=1)
+
+
 def _check(config) -> None:
     from rl.config import ConfigError
 
+    if config.grpo.scale_rewards != "none":
+        raise ConfigError(
+            config.source,
+            "scale_rewards",
+            f"s_grpo's advantage is r − mean over the serial group (2505.07686 §2.3, no std division): "
+            f"scale_rewards must be 'none', got {config.grpo.scale_rewards!r}",
+        )
     g = config.grpo.num_generations
     if g != config.variant.num_exits + 1:
         raise ConfigError(
@@ -55,6 +77,9 @@ VARIANT = Variant(
         strategy_kwargs={"num_exits": s.num_exits, "answer_max_tokens": s.answer_max_tokens, "inducer": s.inducer},
         group_transform=_decay,
         advantage="mean_only",
+        dynamic_sampling=s.dynamic_sampling,
+        max_resample_rounds=s.max_resample_rounds,
+        keep_group=_exit_correct if s.require_correct_early_exit else None,
     ),
     check=_check,
 )

@@ -269,8 +269,11 @@ def test_yaml_keys_win_over_paper_defaults(tmp_path: Path) -> None:
     assert (config.grpo.beta, config.grpo.epsilon_high, config.grpo.loss_type) == (0.01, 0.3, "grpo")
     assert config.grpo.max_completion_length == 64 and config.grpo.delta == 10.0  # unset: still the paper's
     assert {"beta", "epsilon_high", "loss_type", "max_completion_length"} <= config.grpo_keys_set
-    s_grpo = load_config(_write(tmp_path, variant={"name": "s_grpo", "num_exits": 3}, scale_rewards="group"))
-    assert (s_grpo.grpo.scale_rewards, s_grpo.grpo.loss_type) == ("group", "grpo")
+    s_grpo = load_config(_write(tmp_path, variant={"name": "s_grpo", "num_exits": 3}, epsilon=0.3))
+    assert (s_grpo.grpo.scale_rewards, s_grpo.grpo.loss_type, s_grpo.grpo.epsilon) == ("none", "grpo", 0.3)
+    # S-GRPO's mean-only advantage is the variant's, not a default a YAML may override (issue 13)
+    with pytest.raises(ConfigError, match="scale_rewards"):
+        load_config(_write(tmp_path, variant={"name": "s_grpo", "num_exits": 3}, scale_rewards="group"))
 
 
 # ---- before any model is loaded -----------------------------------------------------------------------------------

@@ -291,3 +291,41 @@ def test_dler_refills_without_a_cap_by_default(r1_model_path: str, tmp_path: Pat
     trainer._generate_and_score_completions(inputs([{"prompt": "Flat?", "answer": "12"}] * 2, G))
     assert _metric(trainer, "brevity/resample_rounds") >= 1.0 and _metric(trainer, "brevity/resample_cap_hit") == 0.0
     assert _metric(trainer, "brevity/groups_trained") == 2.0
+
+
+# --- S-GRPO: mean-only advantage enforced, over-sampling (item 5) -----------------------------------------------------
+
+
+def _sgrpo(model: str, tmp_path: Path, **spec: Any) -> Any:
+    from tests.rl.variant_helpers import ours
+
+    variant = {"name": "s_grpo", "num_exits": G - 1, "answer_max_tokens": 4, **spec}
+    return build(model, tmp_path, variant, rewards=[ours("correctness")])
+
+
+def test_s_grpo_advantage_is_mean_only_whatever_trl_is_told(tiny_model_path: str, tmp_path: Path) -> None:
+    trainer = _sgrpo(tiny_model_path, tmp_path)
+    trainer.scale_rewards = "group"  # what TRL would do with a YAML's scale_rewards: group (refused at load time)
+    rows = [{"prompt": "Problem 1.", "pattern": "1111"}, {"prompt": "Problem 2.", "pattern": "0101"}]
+    out = trainer._generate_and_score_completions(inputs(rows, G))
+    rewards = out["brevity_rewards"].view(-1, G)
+    assert rewards.tolist() == [[1.0, 0.5, 0.25, 0.125], [0.0, 1.0, 0.0, 0.5]]
+    torch.testing.assert_close(out["advantages"].view(-1, G), rewards - rewards.mean(dim=1, keepdim=True))
+
+
+def test_s_grpo_over_samples_groups_without_a_correct_answer(tiny_model_path: str, tmp_path: Path) -> None:
+    """§2.1.2: a serial group with no correct answer is replaced by a new prompt's (dataset rows score "10")."""
+    trainer = _sgrpo(tiny_model_path, tmp_path)
+    rows = [{"prompt": "Problem 1.", "pattern": "0000"}, {"prompt": "Problem 2.", "pattern": "0101"}]
+    out = trainer._generate_and_score_completions(inputs(rows, G))
+    assert _metric(trainer, "brevity/resample_rounds") == 1.0 and _metric(trainer, "brevity/groups_trained") == 2.0
+    assert bool((out["brevity_rewards"].view(-1, G).amax(dim=1) > 0).all()), "every trained group has a correct answer"
+
+
+def test_s_grpo_strict_filter_requires_a_correct_early_exit(tiny_model_path: str, tmp_path: Path) -> None:
+    """Only the full trace correct ("0001"): rewards vary, so the default keeps it; the strict reading drops it."""
+    rows = [{"prompt": "Problem 1.", "pattern": "0001"}, {"prompt": "Problem 2.", "pattern": "0101"}]
+    for strict, rounds in ((False, 0.0), (True, 1.0)):
+        trainer = _sgrpo(tiny_model_path, tmp_path, require_correct_early_exit=strict)
+        trainer._generate_and_score_completions(inputs(rows, G))
+        assert _metric(trainer, "brevity/resample_rounds") == rounds, strict
