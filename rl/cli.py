@@ -15,6 +15,8 @@ COMMANDS = {
     "compare": ("eval.compare:cli", "put several evaluation runs side by side"),
     "demo": ("rl.demo:main", "the quickstart job on the offline SmolLM2"),
     "train": ("rl.train:main", "train from an experiment YAML (python -m rl.train --config ...)"),
+    "sft": ("rl.sft:main", "supervised warm start from an experiment YAML (TRL's SFTTrainer)"),
+    "study": ("rl.study.run:main", "the efficiency study: warm start, the control and six methods, one table"),
     "merge": ("rl.merge:main", "update-selective merging of a tuned model into its base (DLER §4.6)"),
 }
 

@@ -1,0 +1,158 @@
+"""`brevity sft --config experiments/<...>.yaml`: a supervised warm start with TRL's `SFTTrainer`, offline.
+
+The YAML holds TRL's `SFTConfig` fields flat (so TRL's docs apply) plus `model` (a path, hub id or offline alias)
+and a `data` section naming a prompt/completion file. Prompts and completions are turned into chat messages, so the
+model's chat template renders them exactly as `brevity train` and `brevity eval` will, and the loss covers the
+completion only (TRL's default for prompt/completion data).
+
+```yaml
+model: runs/study/tiny/base
+data: {train: runs/study/tiny/data/sft.jsonl, prompt_column: prompt, completion_column: completion}
+learning_rate: 3.0e-3
+lr_scheduler_type: linear
+warmup_steps: 100
+max_steps: 2000
+per_device_train_batch_size: 32
+output_dir: runs/study/tiny/warm_start
+```
+
+Checkpoints follow `save_steps`; `--resume latest` continues from the newest one in `output_dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rl.config import ConfigError, build_dataclass
+
+logger = logging.getLogger("brevity.sft")
+
+
+@dataclass
+class SftDataSpec:
+    train: str  # a .jsonl / .json / .parquet / .csv file with one prompt and one completion per row
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+    size: int | None = None  # None: every row
+
+
+@dataclass
+class SftExperiment:
+    source: str
+    model: str
+    data: SftDataSpec
+    sft: Any  # trl.SFTConfig
+
+
+def parse_sft_config(raw: Any, source: str = "<config>") -> SftExperiment:
+    """`model` + `data` + flat SFTConfig keys; every error names the file and key, before any model is loaded."""
+    from trl import SFTConfig
+
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "<top level>", "expected a mapping of keys")
+    raw = dict(raw)
+    model = raw.pop("model", None)
+    if not isinstance(model, str) or not model:
+        raise ConfigError(source, "model", "required: a model folder, hub id or alias")
+    data = build_dataclass(SftDataSpec, raw.pop("data", None) or {}, source, "data.")
+    if not Path(data.train).is_file():
+        raise ConfigError(source, "data.train", f"no such file: {data.train}")
+    fields = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(key, [*fields, "model", "data"], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(source, key, f"unknown key (neither model, data nor an SFTConfig field){hint}")
+    raw.setdefault("output_dir", "runs/" + Path(source).stem)
+    raw.setdefault("report_to", "none")
+    import torch
+
+    raw.setdefault("bf16", torch.cuda.is_available())
+    try:
+        sft = SFTConfig(**raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(source, "SFTConfig", str(e)) from None
+    return SftExperiment(source, model, data, sft)
+
+
+def load_sft_config(path: str | Path) -> SftExperiment:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sft config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "<yaml>", f"not valid YAML: {e}") from None
+    return parse_sft_config(raw or {}, str(path))
+
+
+def build_dataset(config: SftExperiment) -> Any:
+    """Rows -> conversational prompt/completion pairs (TRL's "prompt-completion" format)."""
+    from datasets import Dataset
+
+    from rollouts.data import _read_file
+
+    spec = config.data
+    rows = _read_file(Path(spec.train))
+    for col in (spec.prompt_column, spec.completion_column):
+        if col not in rows[0]:
+            raise ConfigError(config.source, "data", f"column {col!r} not in {spec.train} (it has {list(rows[0])})")
+    if spec.size is not None:
+        rows = rows[: spec.size]
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": r[spec.prompt_column]}] for r in rows],
+            "completion": [[{"role": "assistant", "content": r[spec.completion_column]}] for r in rows],
+        }
+    )
+
+
+def build_trainer(config: SftExperiment) -> Any:
+    from trl import SFTTrainer
+
+    from rollouts.models import load_model, load_tokenizer, resolve_model
+
+    dataset = build_dataset(config)
+    path = resolve_model(config.model)
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, dtype="bfloat16" if config.sft.bf16 else "float32", device="cpu")
+    return SFTTrainer(model=model, args=config.sft, train_dataset=dataset, processing_class=tokenizer)
+
+
+def latest_checkpoint(output_dir: str | Path) -> str | None:
+    ckpts = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda q: int(q.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="brevity sft", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="SFT experiment YAML")
+    p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' for the newest in output_dir")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = load_sft_config(args.config)
+        resume = latest_checkpoint(config.sft.output_dir) if args.resume == "latest" else args.resume
+        if resume is not None and not Path(resume).is_dir():
+            raise FileNotFoundError(f"--resume: no checkpoint folder {resume}")
+        trainer = build_trainer(config)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(config.sft.output_dir)
+    trainer.processing_class.save_pretrained(config.sft.output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

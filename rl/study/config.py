@@ -1,0 +1,147 @@
+"""The study preset YAML (`experiments/study/<preset>.yaml`): task, model, warm start, shared RL settings, methods.
+
+```yaml
+name: tiny
+task: {min_terms: 2, max_terms: 4, digits: 2, redundancy: {restate: 0.5, max_checks: 2, second_pass: 0.5}}
+sizes: {sft: 76800, train: 4096, eval: 200, hard: 200}
+hard_terms: 4                       # the harder split: sums with this many terms only
+model: {init: {hidden_size: 64, layers: 2, heads: 4}}   # or {base: smollm2-135m-instruct}
+sft: {learning_rate: 3.0e-3, max_steps: 1200, ...}      # SFTConfig fields (brevity sft)
+train: {learning_rate: 1.0e-3, max_steps: 60, ...}      # GRPOConfig fields every arm shares (brevity train)
+methods:                            # the arms; `grpo` is the control and must be there
+  grpo: {variant: {name: grpo}}
+  dler: {variant: {name: dler, target_length: 64}, train: {...overrides}, eval: {...overrides}}
+eval: {k: 4, temperature: 0.6, top_p: 0.95, max_tokens: 256}
+parallel: 2                         # arms (and evaluations) run side by side, one process each
+```
+
+Every error names the file and the key, and is raised before any stage runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rl.config import ConfigError, build_dataclass
+from rl.study.traces import Redundancy, SumTask
+
+__all__ = ["EvalSpec", "Method", "StudyConfig", "load_study"]
+
+
+@dataclass
+class Sizes:
+    sft: int = 76800  # warm-start traces (= SFT steps × batch is enough: one pass)
+    train: int = 4096  # RL prompts
+    eval: int = 200  # held-out in-distribution problems
+    hard: int = 200  # held-out problems of the harder split
+
+
+@dataclass
+class EvalSpec:
+    k: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 256
+    batch_size: int = 256
+    template: str = "plain"
+    budget: int | None = None
+    answer_format: str = "boxed"
+
+
+@dataclass
+class Method:
+    name: str
+    experiment: dict[str, Any]  # the arm's experiment YAML minus model/data paths, which the runner fills in
+    eval: EvalSpec
+
+
+@dataclass
+class StudyConfig:
+    source: str
+    name: str
+    task: SumTask
+    hard_terms: int
+    sizes: Sizes
+    model: dict[str, Any]  # {init: {...}} (from scratch, character tokenizer) or {base: alias/path}
+    sft: dict[str, Any]
+    train: dict[str, Any]
+    template: str  # the prompt template every arm trains with unless its method says otherwise
+    methods: list[Method]
+    eval: EvalSpec
+    parallel: int = 1
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_TOP = ("name", "task", "hard_terms", "sizes", "model", "sft", "train", "template", "methods", "eval", "parallel")
+_METHOD_KEYS = ("variant", "rewards", "train", "eval", "data", "rollout")
+
+
+def _section(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, key, f"expected a mapping, got {value!r}")
+    return dict(value)
+
+
+def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "<top level>", "expected a mapping of keys")
+    for key in raw:
+        if key not in _TOP:
+            raise ConfigError(source, key, f"unknown key; known keys: {', '.join(_TOP)}")
+    task_raw = _section(raw, "task", source)
+    redundancy = build_dataclass(Redundancy, task_raw.pop("redundancy", {}) or {}, source, "task.redundancy.")
+    task = build_dataclass(SumTask, {**task_raw, "redundancy": redundancy}, source, "task.")
+    hard_terms = raw.get("hard_terms", task.max_terms)
+    if not isinstance(hard_terms, int) or hard_terms < 2:
+        raise ConfigError(source, "hard_terms", f"expected an int >= 2, got {hard_terms!r}")
+    model = _section(raw, "model", source)
+    if len(model) != 1 or next(iter(model)) not in ("init", "base"):
+        raise ConfigError(source, "model", "expected {init: {hidden_size, layers, heads}} or {base: <model>}")
+    eval_spec = build_dataclass(EvalSpec, _section(raw, "eval", source), source, "eval.")
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, dict) or "grpo" not in methods_raw:
+        raise ConfigError(source, "methods", "expected a mapping of arms that includes the control, `grpo`")
+    methods = []
+    for name, spec in methods_raw.items():
+        spec = dict(spec or {})
+        for key in spec:
+            if key not in _METHOD_KEYS:
+                raise ConfigError(source, f"methods.{name}.{key}", f"unknown key; known keys: {_METHOD_KEYS}")
+        overrides = spec.pop("eval", None) or {}
+        method_eval = build_dataclass(EvalSpec, {**vars(eval_spec), **overrides}, source, f"methods.{name}.eval.")
+        spec.setdefault("variant", {"name": name})
+        methods.append(Method(name=name, experiment=spec, eval=method_eval))
+    parallel = raw.get("parallel", 1)
+    if not isinstance(parallel, int) or parallel < 1:
+        raise ConfigError(source, "parallel", f"expected an int >= 1, got {parallel!r}")
+    return StudyConfig(
+        source=source,
+        name=str(raw.get("name") or Path(source).stem),
+        task=task,
+        hard_terms=hard_terms,
+        sizes=build_dataclass(Sizes, _section(raw, "sizes", source), source, "sizes."),
+        model=model,
+        sft=_section(raw, "sft", source),
+        train=_section(raw, "train", source),
+        template=str(raw.get("template", "plain")),
+        methods=methods,
+        eval=eval_spec,
+        parallel=parallel,
+    )
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "<yaml>", f"not valid YAML: {e}") from None
+    return parse_study(raw or {}, str(path))
