@@ -165,6 +165,8 @@ def _grpo_config(flat: dict[str, Any], source: str, set_keys: frozenset[str] = f
 
     if "bf16" not in flat:  # TRL defaults to bf16, which a CPU refuses: the same YAML runs on both
         flat["bf16"] = torch.cuda.is_available()
+    if "dataloader_pin_memory" not in flat and not torch.cuda.is_available():
+        flat["dataloader_pin_memory"] = False  # nothing to pin for; torch warns about it on every run otherwise
     if "use_cpu" not in flat and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # several processes on a CPU machine (experiments/accelerate/cpu_2proc.yaml): accelerate only picks its
         # MULTI_CPU (gloo) mode when told it is on a CPU; otherwise each process would train alone

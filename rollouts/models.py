@@ -190,6 +190,13 @@ def load_tokenizer(name_or_path: str, *, padding_side: str = "left"):  # noqa: A
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (
+        getattr(tokenizer, "clean_up_tokenization_spaces", False)
+        and type(getattr(backend, "model", None)).__name__ == "BPE"
+    ):
+        # transformers ignores this WordPiece clean-up for BPE tokenizers anyway, with a warning on each load
+        tokenizer.clean_up_tokenization_spaces = False
     return tokenizer
 
 
