@@ -343,6 +343,7 @@ def bench_arm(
             deadline = arm_start + args.arm_budget_s if args.arm_budget_s else None
             warm, run = _calls(model, engine, arm, ids, new_tokens, cb_config, args, deadline)
             first = [timed(w, args.device)[0] for w in warm]
+            graphs = _dynamo_graphs()
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             if args.profile:
@@ -369,6 +370,8 @@ def bench_arm(
         )  # fmt: skip
         if arm == "hf_compiled":
             row["hf_compile_active"] = hasattr(model, "_compiled_call")
+        if arm in ("hf_compiled", "compiled"):
+            row["graphs_compiled_in_timed_call"] = _dynamo_graphs() - graphs  # 0 unless the timed call recompiled
         if engine is not None:
             row["engine"] = {"mode": engine.mode, "decode_attention": engine.decode_attention,
                              "graph_captures": engine.graph_captures, "graph_failures": engine.graph_failures}  # fmt: skip
@@ -403,6 +406,12 @@ def _calls(
         )
     run = partial(run_engine, engine, ids, new_tokens)
     return [run], run
+
+
+def _dynamo_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _error_row(report: dict[str, Any], name: str, arm: str, batch: int, new_tokens: int, exc: BaseException) -> None:
