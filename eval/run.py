@@ -213,8 +213,8 @@ def _summarize(config: EvalConfig, plan: Plan, baseline: dict[str, Any] | None, 
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     table = markdown_table({f"{label}/{slug(b) if takes_columns(b) else b}": s for b, s in summaries.items()})
     write_atomic(out / "summary.md", table + _sweep_table(sweeps) + "".join(f"\n> {w}\n" for w in warnings))
-    points = [(b, s["tokens"]["mean"], s["accuracy"]) for b, s in summaries.items()]
-    plot_accuracy_vs_tokens(points, out / "accuracy_vs_tokens.png", title=f"{label}: accuracy vs mean tokens")
+    rows = [(label, slug(b) if takes_columns(b) else b, s) for b, s in summaries.items()]
+    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png", title=f"{label}: accuracy vs mean tokens")
     if sweeps:
         plot_budget_sweep(sweeps, out / "budget_sweep.png")
     return summary

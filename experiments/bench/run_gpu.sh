@@ -30,13 +30,13 @@ for job in "$@"; do
     steptime) python3 $B/step_time.py --steps 3 --out "$OUT/$job.json" ;;
     # issue 15. stockarms: <= 510 s in all (fits one 10-minute device command with gpu-stage's put2 before it):
     # decode at 256x512 for both models (engine compiled vs transformers static cache + compile vs paged, paged cut
-    # at 45 s), then as many step-time arms as the rest allows (JSON rewritten after every arm)
+    # at 45 s) under a 420 s timeout, then as many step-time arms as the rest allows (JSON rewritten after every arm)
     stockarms) t0=$(date +%s)
       timeout 420 python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x512 \
         --modes compiled hf_compiled paged --arm-budget-s 45 --out "$OUT/${job}_decode.json"
       echo "decode: rc $? in $(( $(date +%s) - t0 )) s"
-      timeout $(( 510 - ($(date +%s) - t0) )) python3 $B/step_time.py --variants stock_static_compile stock_paged grpo \
-        --steps 2 --arm-budget-s 45 --out "$OUT/${job}_step_time.json" ;;
+      timeout $(( 510 - ($(date +%s) - t0) )) python3 $B/step_time.py --variants stock_paged stock_static_compile grpo \
+        --steps 1 --arm-budget-s 30 --out "$OUT/${job}_step_time.json" ;;
     stockdecode) python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x512 \
       --modes compiled hf_compiled paged stock hf_static --arm-budget-s 60 --out "$OUT/$job.json" ;;
     stocksteps) python3 $B/step_time.py --variants stock stock_static_compile stock_paged stock_static grpo s_grpo \
