@@ -64,8 +64,13 @@ def cli(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0. Missing run dirs / summary.json raise FileNotFoundError naming them."""
-    parser = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser = argparse.ArgumentParser(
+        prog="brevity compare",
+        description="Put evaluation runs side by side (also python -m eval.compare): one markdown table of accuracy "
+        "and token cost per run and benchmark, printed and written to OUT/comparison.md, and an accuracy-vs-tokens "
+        "plot OUT/comparison.png.",
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="output folders of brevity eval")
     parser.add_argument("--out", type=Path, default=Path("."), help="where comparison.md/.png go (default: .)")
     parser.add_argument("--baseline", type=Path, default=None, help="run dir that compression/Δacc refer to")
     args = parser.parse_args(argv)
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         base = runs[names[resolved.index(args.baseline.resolve())]]["benchmarks"]
 
     rows: dict[str, dict[str, Any]] = {}
+    plot_rows: list[tuple[str, str, dict[str, Any]]] = []
     warnings: list[str] = []
     for name, data in runs.items():
         for bench, summary in data["benchmarks"].items():
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             if bench in base:
                 row.update(compare_to_baseline(summary, base[bench]))
             rows[f"{name}/{bench}"] = row
+            plot_rows.append((name, bench, row))
             warning = noisy_warning(bench, int(summary.get("samples_per_problem", 0)))
             if warning:
                 warnings.append(f"{name}: {warning}")
@@ -105,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "comparison.md").write_text(text)
-    points = [(label, s["tokens"]["mean"], s["accuracy"]) for label, s in rows.items()]
-    plot_accuracy_vs_tokens(points, args.out / "comparison.png", title="Accuracy vs mean output tokens")
+    plot_accuracy_vs_tokens(plot_rows, args.out / "comparison.png", title="Accuracy vs mean output tokens")
     return 0
 
 

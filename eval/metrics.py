@@ -89,14 +89,16 @@ def maj_at_k(
 
 
 def token_stats(values: Sequence[int]) -> dict[str, Any]:
-    """mean, median, p90 (numpy linear percentile), min, max, count. Empty input: NaN mean/median/p90, None min/max."""
+    """mean, median, p10, p90 (numpy linear percentiles), min, max, count. Empty input: NaN mean/median/p10/p90, None
+    min/max."""
     if len(values) == 0:
         nan = float("nan")
-        return {"mean": nan, "median": nan, "p90": nan, "min": None, "max": None, "count": 0}
+        return {"mean": nan, "median": nan, "p10": nan, "p90": nan, "min": None, "max": None, "count": 0}
     arr = np.asarray(values, dtype=np.float64)
     return {
         "mean": float(arr.mean()),
         "median": float(np.median(arr)),
+        "p10": float(np.percentile(arr, 10)),
         "p90": float(np.percentile(arr, 90)),
         "min": int(arr.min()),
         "max": int(arr.max()),

@@ -88,25 +88,59 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def short_label(run: str, benchmark: str, width: int = 24) -> str:
+    """`run: benchmark` for a legend: a task's options (`rg:chain_sum?min_terms=2&...`) and a path's folders are
+    dropped, and long names are cut in the middle."""
+
+    def cut(text: str) -> str:
+        return text if len(text) <= width else text[: width // 2 - 1] + "…" + text[-(width // 2) + 1 :]
+
+    return f"{cut(Path(run).name or run)}: {cut(benchmark.split('?', 1)[0])}"
+
+
 def plot_accuracy_vs_tokens(
-    points: Sequence[tuple[str, float, float]], path: str | Path, *, title: str = "Accuracy vs mean output tokens"
+    rows: Sequence[tuple[str, str, Any]], path: str | Path, *, title: str = "Accuracy vs mean output tokens"
 ) -> Path:
-    """Scatter of (label, mean tokens, accuracy fraction) points, each annotated with its label; saves a PNG."""
-    fig = Figure(figsize=(7, 5), layout="constrained")
+    """Accuracy (%) against mean output tokens, one marker per (run, benchmark, summary) row; saves a PNG.
+
+    Each marker has a vertical bar of ± one standard error of the accuracy and a horizontal bar spanning the p10–p90
+    output tokens (`eval.metrics.summarize` keys; either is left out where the summary lacks it), and a legend entry
+    `run: benchmark`. The axes fit the data: tokens from 0 to past the widest spread, accuracy around the points
+    (within 0–100). Legacy rows `(label, mean tokens, accuracy)` are drawn without bars.
+    """
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.add_subplot()
-    for i, (label, tokens, acc) in enumerate(points):
-        if _num(tokens) is None or _num(acc) is None:
+    markers = "osD^vP*Xh"
+    x_max, y_lo, y_hi = 0.0, 100.0, 0.0
+    for i, row in enumerate(rows):
+        if isinstance(row[2], Mapping):
+            run, bench, summary = row
+            label = short_label(run, bench)
+            tokens = summary.get("tokens", {})
+            mean, acc = _num(tokens.get("mean")), _num(summary.get("accuracy"))
+            se, p10, p90 = _num(summary.get("accuracy_stderr")), _num(tokens.get("p10")), _num(tokens.get("p90"))
+        else:
+            label, mean, acc = str(row[0]), _num(row[1]), _num(row[2])
+            se = p10 = p90 = None
+        if mean is None or acc is None:
             continue
-        ax.scatter(tokens, 100 * acc)
-        short = label if len(label) <= 32 else label[:29] + "..."
-        # Alternate above/below so neighbouring runs (before/after) stay readable.
-        offset = (4, 6) if i % 2 == 0 else (4, -14)
-        ax.annotate(short, (tokens, 100 * acc), textcoords="offset points", xytext=offset, fontsize=8)
-    # Both axes start at 0 so distances read as real savings, not as zoomed-in noise.
-    ax.set_xlim(left=0, right=max([t for _, t, _ in points if _num(t) is not None] or [1]) * 1.25)
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("mean output tokens")
-    ax.set_ylabel("accuracy (%)")
+        y, yerr = 100 * acc, 100 * (se or 0.0)
+        xerr = [[mean - p10], [p90 - mean]] if p10 is not None and p90 is not None else None
+        ax.errorbar(
+            mean, y, yerr=yerr if se is not None else None, xerr=xerr, fmt=markers[i % len(markers)],
+            markersize=7, capsize=3, elinewidth=1, label=label,
+        )  # fmt: skip
+        x_max = max(x_max, p90 if p90 is not None and xerr is not None else mean)
+        y_lo, y_hi = min(y_lo, y - yerr), max(y_hi, y + yerr)
+    if y_hi >= y_lo:  # at least one point was drawn
+        pad = max(2.0, 0.15 * (y_hi - y_lo))
+        ax.set_ylim(max(0.0, y_lo - pad), min(100.0, y_hi + pad))
+        ax.set_xlim(0, max(x_max, 1.0) * 1.1)
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.set_ylim(0, 100)
+    ax.set_xlabel("mean output tokens (bar: p10–p90)")
+    ax.set_ylabel("accuracy (%) ± standard error")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)

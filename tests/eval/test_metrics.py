@@ -92,6 +92,7 @@ def test_token_stats_literal_and_empty() -> None:
     assert token_stats([10, 20, 30, 40, 100]) == {
         "mean": 40.0,
         "median": 30.0,
+        "p10": pytest.approx(14.0),  # index 0.4 -> 10 + 0.4 * 10
         "p90": pytest.approx(76.0),  # index 3.6 -> 40 + 0.6 * 60
         "min": 10,
         "max": 100,
@@ -110,7 +111,7 @@ def test_summarize_literal() -> None:
     assert s["pass_at_k"] == pytest.approx({"1": 0.375, "2": (5 / 6 + 0.5) / 2, "4": 1.0})
     assert s["maj_at_k"] == 0.5
     assert s["tokens"] == pytest.approx(
-        {"mean": 231.25, "median": 225.0, "p90": 400.0, "min": 50, "max": 400, "count": 8}
+        {"mean": 231.25, "median": 225.0, "p10": 85.0, "p90": 400.0, "min": 50, "max": 400, "count": 8}
     )
     assert s["tokens_correct"]["mean"] == pytest.approx(350 / 3)
     assert (s["tokens_think"]["mean"], s["tokens_think"]["count"]) == (160.0, 3)

@@ -56,6 +56,26 @@ def test_plots_write_valid_pngs(tmp_path: Path) -> None:
     assert plot_budget_sweep(curves, tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_accuracy_plot_has_short_labels_error_bars_and_fitted_axes(tmp_path: Path, monkeypatch) -> None:
+    import eval.report as report
+
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    after = {**SUMMARY, "accuracy": 0.12, "accuracy_stderr": 0.02, "tokens": {"mean": 50.0, "p10": 30.0, "p90": 64.0}}
+    before = {**SUMMARY, "accuracy": 0.10, "accuracy_stderr": 0.03, "tokens": {"mean": 60.0, "p10": 40.0, "p90": 64.0}}
+    rows = [("runs/demo/before", "rg:chain_sum?min_terms=2&max_terms=2", before), ("runs/demo/after", "gsm8k", after)]
+    report.plot_accuracy_vs_tokens(rows, tmp_path / "acc.png")
+    (ax,) = figures[0].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["before: rg:chain_sum", "after: gsm8k"]
+    low, high = ax.get_ylim()
+    assert 0 <= low < 7 and 15 < high < 25  # fitted around 10-12 % ± se, not 0-100
+    assert ax.get_xlim()[1] >= 64  # the p90 spread fits
+    bars = [c for c in ax.containers]
+    assert len(bars) == 2 and all(c.has_xerr and c.has_yerr for c in bars)
+    assert report.short_label("a" * 40, "b") == "aaaaaaaaaaa…aaaaaaaaaaa: b"  # 23 characters
+
+
 def _run_dir(root: Path, name: str, model: str, summaries: dict, config: dict) -> Path:
     d = root / name
     d.mkdir()
