@@ -28,7 +28,7 @@ from eval.report import markdown_table, plot_accuracy_vs_tokens, plot_budget_swe
 from eval.samples import append_samples, make_record, opens_think, read_samples, regrade_prefixes, slug, write_atomic
 from rollouts.data import Problem, load_problems
 from rollouts.engines import resolve_engine_name
-from rollouts.templates import render
+from rollouts.templates import encode_prompt, render
 from rollouts.threads import configure_threads
 from rollouts.types import Request, SamplingParams
 
@@ -75,11 +75,10 @@ def prepare(config: EvalConfig) -> Plan:
     for bench, rows in problems.items():
         prompts[bench] = {}
         for p in rows:
-            messages = render(config.template, p.prompt, budget=config.budget)
-            encoded = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=True
+            # a raw template (think_raw, budget_raw) is a plain string: no chat template around it
+            ids = prompts[bench][p.id] = encode_prompt(
+                tokenizer, render(config.template, p.prompt, budget=config.budget)
             )
-            ids = prompts[bench][p.id] = list(encoded["input_ids"])
             if context and len(ids) + config.max_tokens > context:
                 raise ValueError(
                     f"{bench} problem {p.id}: prompt ({len(ids)} tokens) + --max-tokens {config.max_tokens} exceeds "

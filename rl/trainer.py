@@ -35,7 +35,7 @@ from rl.sampling import DynamicSampler
 from rl.variants.base import GroupBatch, Plan
 from rl.weight_sync import full_copy, full_state
 from rollouts.strategies.base import derive_seed
-from rollouts.templates import BUDGET_SLOT
+from rollouts.templates import BUDGET_SLOT, encode_prompt
 from rollouts.types import Sample, SamplingParams
 
 logger = logging.getLogger("brevity.trainer")
@@ -103,14 +103,14 @@ class BrevityTrainer(GRPOTrainer):
         schedule = self.plan.budget_schedule
         return None if schedule is None else int(schedule(self.state.global_step))
 
-    def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+    def _prompt_ids(self, messages: list[dict[str, str]] | str) -> list[int]:
         budget = self._budget()
         if budget is not None:  # the curriculum's budget sentence follows B(t) (methods.md §4.6)
-            messages = [{**m, "content": m["content"].replace(BUDGET_SLOT, str(budget))} for m in messages]
-        out = self.processing_class.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        return list(out["input_ids"])
+            if isinstance(messages, str):  # a raw template (no chat template): the paper's base-model string
+                messages = messages.replace(BUDGET_SLOT, str(budget))
+            else:
+                messages = [{**m, "content": m["content"].replace(BUDGET_SLOT, str(budget))} for m in messages]
+        return encode_prompt(self.processing_class, messages)
 
     @property
     def sharded(self) -> bool:

@@ -1,5 +1,10 @@
 """Curriculum token budgets, "Train Long, Think Short" (arXiv 2508.08940): a budget B(t) that decays over training,
-stated in the prompt and scored by a triangular length reward, plus correctness and format (methods.md §4)."""
+stated in the prompt and scored by a triangular length reward, plus correctness and format (methods.md §4).
+
+Format reward as §3: λ_f·(α_think·I_think + α_answer·I_answer), α = 0.5 / 0.5 [default: not stated], as two reward
+columns (`think_format`, `answer_tag_format`) weighted λ_f·α each. Prompt: `budget` (R1-zero instructions as a
+system turn of the model's chat template) or `budget_raw`, the paper's own plain string for base models.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ class Spec:
     )
     correctness_weight: float = 0.6
     length_weight: float = 0.3
-    format_weight: float = 0.1
+    format_weight: float = 0.1  # λ_f
+    alpha_think: float = 0.5
+    alpha_answer: float = 0.5
     shape: str = "triangular"  # or "band" (the paper's ablation)
     cap_generation: bool = False  # also cap max_tokens at 2·B(t); the paper keeps a fixed cap (2·B_0)
 
@@ -49,9 +56,12 @@ def _check(config) -> None:
         )
     if spec.shape not in ("triangular", "band"):
         raise ConfigError(config.source, "variant.shape", f"must be 'triangular' or 'band', got {spec.shape!r}")
-    if config.data.template != "budget":
+    if config.data.template not in ("budget", "budget_raw"):
         raise ConfigError(
-            config.source, "data.template", "curriculum_budget states the budget in the prompt: use 'budget'"
+            config.source,
+            "data.template",
+            "curriculum_budget states the budget in the prompt: use 'budget' (chat) or 'budget_raw' (the paper's "
+            "plain string)",
         )
 
 
@@ -62,7 +72,8 @@ VARIANT = Variant(
     default_rewards=lambda s: [
         reward("correctness", s.correctness_weight, answer_format="answer_tag"),
         reward(f"budget_{s.shape}", s.length_weight, schedule=dict(s.schedule)),
-        reward("think_format", s.format_weight),
+        reward("think_format", s.format_weight * s.alpha_think),
+        reward("answer_tag_format", s.format_weight * s.alpha_answer),
     ],
     # §3.1 GRPO with a KL term (β not stated: 0.04 [default]) as the GRPO paper's plain k3 estimator.
     trl_defaults=lambda s: {

@@ -329,3 +329,34 @@ def test_s_grpo_strict_filter_requires_a_correct_early_exit(tiny_model_path: str
         trainer = _sgrpo(tiny_model_path, tmp_path, require_correct_early_exit=strict)
         trainer._generate_and_score_completions(inputs(rows, G))
         assert _metric(trainer, "brevity/resample_rounds") == rounds, strict
+
+
+# --- curriculum: format weights and the paper's raw prompt (item 6) ----------------------------------------------------
+
+
+def test_curriculum_format_reward_is_half_think_half_answer() -> None:
+    from rl.config import parse_config
+
+    config = parse_config({"variant": "curriculum_budget", "data": {"template": "budget_raw"}}, "c.yaml")
+    weights = {r.name: r.weight for r in config.rewards}
+    assert weights == {
+        "correctness": 0.6,
+        "budget_triangular": 0.3,
+        "think_format": pytest.approx(0.05),  # λ_f·α_think
+        "answer_tag_format": pytest.approx(0.05),  # λ_f·α_answer
+    }
+
+
+def test_curriculum_raw_prompt_is_not_wrapped_in_a_chat_template(tiny_model_path: str, tmp_path: Path) -> None:
+    from tests.rl.variant_helpers import problems, write_jsonl
+
+    schedule = {"type": "stepwise_exponential", "start": 8, "end": 4, "total_steps": 2, "n_drops": 1}
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", problems(8)), "template": "budget_raw"}
+    spec = {"name": "curriculum_budget", "schedule": schedule}
+    trainer = build(tiny_model_path, tmp_path, spec, data=data, max_completion_length=16, beta=0.0)
+    assert isinstance(trainer.train_dataset[0]["prompt"], str)
+    out = trainer._generate_and_score_completions(inputs(problems(2), G, template="budget_raw"))
+    prompt = trainer.processing_class.decode(out["prompt_ids"][0][out["prompt_mask"][0].bool()])
+    assert prompt.startswith("A conversation between User and Assistant.") and "<|im_start|>" not in prompt
+    assert prompt.endswith("IMPORTANT: You should use exactly 8 tokens in your response. User: Problem 0: compute "
+                           "1000 + 0. Assistant:")  # fmt: skip

@@ -45,3 +45,27 @@ def test_template_errors() -> None:
     with pytest.raises(ValueError, match="boxed.*budget.*dler"):
         render("nope", PROBLEM)
     assert {"plain", "boxed", "dler", "qwen_math", "think", "budget"} <= set(TEMPLATES)
+
+
+def test_raw_templates_are_the_papers_plain_strings() -> None:
+    """2508.08940 §3: "<instructions> IMPORTANT: You should use exactly {token budget} tokens in your response.
+    User: {question} Assistant:", not wrapped in a chat template."""
+    from rollouts.templates import R1_ZERO_SYSTEM
+
+    text = render("budget_raw", PROBLEM, budget=87)
+    assert text == f"{R1_ZERO_SYSTEM} {budget_text(87)} User: {PROBLEM} Assistant:"
+    assert render("budget_raw", PROBLEM, keep_slot=True).count("{budget}") == 1
+    assert render("think_raw", PROBLEM) == f"{R1_ZERO_SYSTEM} User: {PROBLEM} Assistant:"
+    assert TEMPLATES["budget_raw"].has_budget_slot and not TEMPLATES["think_raw"].has_budget_slot
+
+
+def test_encode_prompt_wraps_only_chat_messages(smollm2_path: str) -> None:
+    from transformers import AutoTokenizer
+
+    from rollouts.templates import encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    raw = encode_prompt(tokenizer, render("think_raw", PROBLEM))
+    assert tokenizer.decode(raw) == render("think_raw", PROBLEM)
+    chat = tokenizer.decode(encode_prompt(tokenizer, render("think", PROBLEM)))
+    assert chat.startswith("<|im_start|>system") and chat.endswith("<|im_start|>assistant\n")
