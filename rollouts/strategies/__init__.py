@@ -1,4 +1,4 @@
-"""Rollout strategies: how prompts become training samples through an engine (design.md, rollouts/).
+"""Rollout strategies: how prompts become training samples through an engine (docs/architecture.md).
 
 `standard` (parallel GRPO groups, optional per-prompt token caps), `serial_exits` (S-GRPO), `segments` (UloRL).
 """
