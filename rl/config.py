@@ -291,6 +291,13 @@ def validate(config: ExperimentConfig) -> None:
         plan = variant.plan(config.variant)
     except (TypeError, ValueError) as e:
         raise ConfigError(src, "variant", str(e)) from None
+    if config.rollout.engine == "trl" and (plan.strategy != "standard" or plan.budget_schedule is not None):
+        raise ConfigError(
+            src,
+            "rollout.engine",
+            f"'trl' leaves generation to TRL, which samples plain parallel groups; variant {config.variant_name!r} "
+            "needs brevity's rollouts (serial exits, segments or a per-step budget): use 'transformers' or 'vllm'",
+        )
     reward_names = [r.name.replace(":", ".").rsplit(".", 1)[-1] for r in config.rewards]  # TRL's names for them
     if plan.group_transform is not None and plan.transform_column not in reward_names:
         raise ConfigError(

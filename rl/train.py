@@ -74,7 +74,6 @@ def build_trainer(config: ExperimentConfig) -> Any:
     from rollouts.models import load_model, load_tokenizer, resolve_model
 
     plan = VARIANTS[config.variant_name].plan(config.variant)
-    check_engine(config, plan)
     dataset = build_dataset(config)
     rewards = build_rewards(config)
     check_labels(config, dataset, rewards)
@@ -112,17 +111,6 @@ def build_trainer(config: ExperimentConfig) -> Any:
         if type(callback) in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
     return trainer
-
-
-def check_engine(config: ExperimentConfig, plan: Any) -> None:
-    """`rollout.engine: trl` leaves generation to TRL itself, which knows plain parallel groups only."""
-    if config.rollout.engine != "trl":
-        return
-    if plan.strategy != "standard" or plan.budget_schedule is not None:
-        raise ValueError(
-            f"{config.source}: rollout.engine: 'trl' generates plain groups; variant {config.variant_name!r} needs "
-            "brevity's rollouts (serial exits, segments or a per-step budget): use 'transformers' or 'vllm'"
-        )
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:

@@ -360,3 +360,42 @@ def test_curriculum_raw_prompt_is_not_wrapped_in_a_chat_template(tiny_model_path
     assert prompt.startswith("A conversation between User and Assistant.") and "<|im_start|>" not in prompt
     assert prompt.endswith("IMPORTANT: You should use exactly 8 tokens in your response. User: Problem 0: compute "
                            "1000 + 0. Assistant:")  # fmt: skip
+
+
+# --- rollout.engine: trl (item 8) -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["grpo", "grpo_lambda", "dler", "format_length"])
+def test_trl_engine_runs_every_variant_that_allows_it(tiny_model_path: str, tmp_path: Path, variant: str) -> None:
+    """TRL generates; the trainer derives `finish_reason` from the EOS (DLER's truncation reward needs it) and
+    `prompt_opens_think` from the chat template."""
+    from tests.rl.variant_helpers import ours
+
+    spec: dict[str, Any] = {"name": variant}
+    if variant == "dler":
+        spec.update(target_length=12, require_think_close=False, dynamic_sampling=False)
+    if variant == "format_length":
+        spec.update(max_tokens=12)
+    rewards = {
+        "dler": [{"name": "truncation", "params": {"target_length": 12, "require_think_close": False}}],
+        "format_length": [{"name": "answer_format"}, {"name": "rise_fall_length", "params": {"max_tokens": 12}}],
+    }.get(variant, [{"name": "correctness"}]) + [ours("Probe", weight=0.0)]
+    trainer = build(tiny_model_path, tmp_path, spec, rewards=rewards, beta=0.0, rollout={"engine": "trl"})
+    assert trainer.rollout_func is None, "TRL's own generation"
+    trainer._generate_and_score_completions(inputs([{"prompt": "1 + 1?", "answer": "2"}] * 2, G))
+    seen = next(f for f in trainer.reward_funcs if type(f).__name__ == "Probe").calls[-1]
+    eos = trainer.processing_class.eos_token_id
+    assert seen["finish_reason"] == ["stop" if ids[-1] == eos else "length" for ids in seen["completion_ids"]]
+    assert seen["prompt_opens_think"] == [False] * 2 * G
+
+
+@pytest.mark.parametrize("variant", ["s_grpo", "ulorl", "curriculum_budget"])
+def test_trl_engine_is_refused_at_load_time_naming_the_key(variant: str) -> None:
+    from rl.config import ConfigError, parse_config
+
+    raw: dict[str, Any] = {"variant": variant, "rollout": {"engine": "trl"}, "per_device_train_batch_size": 144}
+    if variant == "curriculum_budget":
+        raw["data"] = {"template": "budget"}
+    with pytest.raises(ConfigError, match="rollout.engine") as e:
+        parse_config(raw, f"{variant}.yaml")
+    assert e.value.key == "rollout.engine"
