@@ -1,9 +1,9 @@
 """A 2-process run (accelerate + gloo on CPU) computes the same group rewards and advantages as a 1-process run.
 
 Group-level logic runs after the cross-process gather (docs/architecture.md), so splitting a group across processes
-must not change the numbers. Both runs train the tiny model through `rl.train.build_trainer` with a scripted engine and reward
-(tests/rl/scripted_run.py), so they see the same samples; 1 process × 12 rows and 2 processes × 6 rows give the same
-global batch of 3 groups of 4, with the middle group split across the two processes.
+must not change the numbers. Both runs train the tiny model through `rl.train.build_trainer` with a scripted engine
+and reward (tests/rl/scripted_run.py), so they see the same samples; 1 process × 12 rows and 2 processes × 6 rows give
+the same global batch of 3 groups of 4, with the middle group split across the two processes.
 """
 
 from __future__ import annotations
