@@ -130,9 +130,7 @@ class Study:
         from rl.study.data import write_study_data
 
         c = self.config
-        info = write_study_data(
-            self.data, c.task, seed=self.seed, **asdict(c.sizes), hard_terms=c.hard_terms
-        )
+        info = write_study_data(self.data, c.task, seed=self.seed, **asdict(c.sizes), hard_terms=c.hard_terms)
         _mark(self.data, **info, task=asdict(c.task), hard_terms=c.hard_terms)
 
     def base_model(self) -> str:

@@ -12,7 +12,8 @@ problem's own seed:
 Every trace has the same shape, which every variant's reward can read (a think block, then a boxed answer inside
 answer tags, as the curriculum's R1-zero format and the boxed graders both expect):
 
-    <think>47+85=132. 132+12=144.</think><answer>\\boxed{144}</answer>
+    <think>47+85=132. 132+12=144.</think>
+    <answer>\\boxed{144}</answer>
 
 `minimal_trace` is the floor no method can beat on that problem; the study reports each model's tokens over it.
 """
@@ -85,7 +86,7 @@ def _steps(terms: tuple[int, ...]) -> list[str]:
 
 
 def _wrap(thinking: list[str], answer: int) -> str:
-    return f"{THINK_OPEN}{' '.join(thinking)}{THINK_CLOSE}<answer>\\boxed{{{answer}}}</answer>"
+    return f"{THINK_OPEN}{' '.join(thinking)}{THINK_CLOSE}\n<answer>\\boxed{{{answer}}}</answer>"
 
 
 def minimal_trace(terms: tuple[int, ...]) -> str:

@@ -1,0 +1,126 @@
+"""The study runner: config errors before any stage, finished stages kept, a re-run resumes at the first unfinished one.
+
+The fast test runs the real data, base and warm-start stages (2 SFT steps) and an arm whose config is broken, so
+the run stops at the arms; the slow test kills a real run after the warm start, resumes it, and runs the `tiny`
+study with very few steps end to end.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rl.config import ConfigError
+from rl.study.config import parse_study
+from rl.study.run import StageError, Study
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = yaml.safe_load((ROOT / "experiments" / "study" / "tiny.yaml").read_text())
+
+
+def small_preset(**methods: dict) -> dict:
+    raw = copy.deepcopy(TINY)
+    raw["parallel"] = 1
+    raw["sizes"] = {"sft": 256, "train": 64, "eval": 4, "hard": 4}
+    raw["model"] = {"init": {"hidden_size": 32, "layers": 1, "heads": 2, "max_positions": 256}}
+    raw["sft"].update(max_steps=2, per_device_train_batch_size=8, warmup_steps=0, save_steps=1000)
+    raw["train"].update(max_steps=1, per_device_train_batch_size=8, max_completion_length=16, logging_steps=1)
+    raw["eval"] = {"k": 1, "temperature": 0.0, "max_tokens": 16, "batch_size": 8}
+    raw["methods"] = methods or {"grpo": {"variant": {"name": "grpo"}}}
+    return raw
+
+
+def test_preset_errors_name_the_file_and_key():
+    with pytest.raises(ConfigError, match=r"p.yaml: methods: .*`grpo`"):
+        parse_study({**TINY, "methods": {"dler": {}}}, "p.yaml")
+    with pytest.raises(ConfigError, match=r"p.yaml: methods.dler.varaint: unknown key"):
+        parse_study({**TINY, "methods": {"grpo": {}, "dler": {"varaint": {}}}}, "p.yaml")
+    with pytest.raises(ConfigError, match=r"task.redundancy.max_checks: expected int"):
+        parse_study({**TINY, "task": {"redundancy": {"max_checks": "two"}}}, "p.yaml")
+    with pytest.raises(ConfigError, match=r"p.yaml: paralel: unknown key"):
+        parse_study({**TINY, "paralel": 2}, "p.yaml")
+
+
+def test_presets_parse_with_every_method():
+    for preset in ("tiny", "smollm2"):
+        config = parse_study(yaml.safe_load((ROOT / "experiments/study" / f"{preset}.yaml").read_text()), preset)
+        names = [m.name for m in config.methods]
+        assert names[0] == "grpo" and set(names) == {
+            "grpo",
+            "s_grpo",
+            "grpo_lambda",
+            "dler",
+            "curriculum_budget",
+            "ulorl",
+            "format_length",
+        }
+        # every arm's experiment YAML is a valid brevity experiment (checked by rl.config, no model loaded)
+        from rl.config import parse_config
+
+        study = Study(config, Path("/nonexistent"), seed=0)
+        for method in config.methods:
+            raw = study.arm_config(method, Path("."))
+            raw["data"]["train"] = str(ROOT / "experiments/smoke/questions.jsonl")
+            parse_config(raw, f"{preset}:{method.name}")
+
+
+def test_failed_arm_keeps_finished_stages_and_the_rerun_skips_them(tmp_path):
+    raw = small_preset(grpo={"variant": {"name": "grpo"}, "train": {"learning_rat": 1.0}})
+    config = parse_study(raw, "small.yaml")
+    study = Study(config, tmp_path, seed=0, log=lambda m: None)
+    with pytest.raises(StageError, match=r"(?s)arm grpo failed.*learning_rat.*did you mean .learning_rate."):
+        study.run("test")
+    assert json.loads((tmp_path / "data" / "DONE.json").read_text())["rows"]["sft"] == 256
+    assert (tmp_path / "warm_start" / "DONE.json").is_file() and (
+        tmp_path / "warm_start" / "model.safetensors"
+    ).is_file()
+    assert not (tmp_path / "arms" / "grpo" / "DONE.json").exists()
+    sft_log = (tmp_path / "warm_start" / "log.txt").read_text()
+    data_mtime = (tmp_path / "data" / "eval.jsonl").stat().st_mtime_ns
+    # a fresh runner on the same folder: the finished stages run no command and change no file
+    again = Study(parse_study(small_preset(), "small.yaml"), tmp_path, seed=0, log=lambda m: None)
+    again.stage_data()
+    assert again.stage_warm_start() == tmp_path / "warm_start"
+    assert (tmp_path / "warm_start" / "log.txt").read_text() == sft_log
+    assert (tmp_path / "data" / "eval.jsonl").stat().st_mtime_ns == data_mtime
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_at_the_first_unfinished_stage_and_writes_the_table(tmp_path):
+    preset = tmp_path / "small.yaml"
+    raw = small_preset(
+        grpo={"variant": {"name": "grpo"}},
+        dler={"variant": {"name": "dler", "target_length": 16, "max_resample_rounds": 1}},
+    )
+    raw["sft"]["max_steps"] = 40  # long enough to be killed during the arms, not before
+    preset.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "rl.cli", "study", "--config", str(preset), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while not (out / "warm_start" / "DONE.json").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert "finished stages are kept" in output
+    first_sft = (out / "warm_start" / "log.txt").read_text()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "warm_start" / "log.txt").read_text() == first_sft  # the warm start was not run again
+    study = json.loads((out / "study.json").read_text())
+    assert set(study["arms"]) == {"base", "warm_start", "grpo", "dler"}
+    for arm in study["arms"].values():
+        assert {"accuracy", "accuracy_stderr", "mean_tokens", "minimal_tokens"} <= set(arm)
+        assert 0.0 <= arm["accuracy"] <= 1.0 and arm["minimal_tokens"] > 5
+    assert (out / "study.png").is_file() and "| dler |" in (out / "study.md").read_text()
