@@ -66,6 +66,34 @@ def check_labels(config: ExperimentConfig, dataset: Any, rewards: list[Any]) -> 
         )
 
 
+def check_model_length(config: ExperimentConfig, plan: Any, dataset: Any, tokenizer: Any, model: Any) -> int:
+    """Prompt + generation length the experiment needs (the longest of the 64 longest prompts by characters, plus
+    `variant.max_total_tokens` for segment rollouts, `max_completion_length` + inducer + answer budget for serial
+    exits, else `max_completion_length`): vLLM's `max_model_len`. A ValueError naming the key when the model's context
+    (`max_position_embeddings`) cannot reach it, so nothing is silently cut later."""
+    from rollouts.templates import encode_prompt
+
+    prompts = sorted(dataset["prompt"], key=lambda p: len(str(p)), reverse=True)[:64]
+    longest = max((len(encode_prompt(tokenizer, p)) for p in prompts), default=0)
+    kw = plan.strategy_kwargs
+    if plan.strategy == "segments":
+        key, generated = "variant.max_total_tokens", int(kw["max_total_tokens"])
+    elif plan.strategy == "serial_exits":  # an exit late in a full trace still gets its whole answer budget
+        inducer = len(tokenizer.encode(kw["inducer"], add_special_tokens=False))
+        key = "max_completion_length"
+        generated = int(config.grpo.max_completion_length) + inducer + int(kw["answer_max_tokens"])
+    else:
+        key, generated = "max_completion_length", int(config.grpo.max_completion_length)
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if context and longest + generated > context:
+        raise ValueError(
+            f"{config.source}: {key}: {generated} tokens after a prompt of up to {longest} need a context of "
+            f"{longest + generated}, but the model's is {context} (max_position_embeddings); lower {key} or use a "
+            "model that reaches the configured length"
+        )
+    return longest + generated
+
+
 def build_trainer(config: ExperimentConfig) -> Any:
     """Everything cheap first (data, rewards, checks), then the model, then the trainer."""
     from rl.progress import ProgressLine
@@ -83,14 +111,15 @@ def build_trainer(config: ExperimentConfig) -> Any:
     # bf16 weights under bf16 training (TRL's examples do the same): rollouts then decode in bf16 too. On the CPU
     # here; the Trainer/accelerate moves it to the right device.
     model = load_model(model_path, dtype="bfloat16" if config.grpo.bf16 else "float32", device="cpu")
+    max_model_len = check_model_length(config, plan, dataset, tokenizer, model)
     engine_name = config.rollout.engine
 
     def engine_factory(rollout_model: Callable[[], Any]) -> Any:
         """vLLM loads its own weights (synced each step); transformers decodes on the trainer's rollout model."""
         from rollouts.engines import make_engine
 
-        if engine_name == "vllm":
-            return make_engine("vllm", model_path)
+        if engine_name == "vllm":  # the experiment's length, not the model's whole context
+            return make_engine("vllm", model_path, max_model_len=max_model_len)
         return make_engine("transformers", rollout_model(), tokenizer=tokenizer)
 
     trainer = BrevityTrainer(

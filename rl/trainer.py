@@ -409,9 +409,14 @@ class BrevityTrainer(GRPOTrainer):
         """UloRL DMMPT: mask well-mastered positive tokens of low-entropy samples (Eq. 9-10); POIS old log-probs."""
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-        with torch.no_grad():
+        with torch.no_grad():  # chunked as TRL's own log-prob passes: the whole generation batch in one forward OOMs
             logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, attn, out["completion_ids"].size(1), compute_entropy=True
+                self.model,
+                ids,
+                attn,
+                out["completion_ids"].size(1),
+                batch_size=self.args.per_device_train_batch_size,
+                compute_entropy=True,
             )
         completion_mask = out["completion_mask"]
         mask = dmmpt_mask(logps, entropies, out["brevity_rewards"], completion_mask, **self.plan.dmmpt)

@@ -4,6 +4,9 @@ Differs from GRPO in that one `generate` call decodes at most `segment_length` n
 has not finished stays in a pending pool and resumes next call from prompt + its tokens so far (`Request.prefix_ids`),
 so a step never waits for the long tail. A prompt's group of G is released only when all G members are finished
 (EOS, or `max_total_tokens` reached -> finish "length"; methods.md §5.2 group handling).
+
+The total length is the experiment's: a prompt whose `len + max_total_tokens` exceeds the engine's `max_model_len` is
+a ValueError when it is admitted, never a silently shorter limit (the trainer also checks the model at load time).
 """
 
 from __future__ import annotations
@@ -90,12 +93,22 @@ class SegmentStrategy:
         return len(self.queue)
 
     def _limit(self, group: _Group) -> int:
-        return min(self.max_total_tokens, self.engine.max_model_len - len(group.prompt_ids))
+        return self.max_total_tokens
+
+    def _check_fits(self, prompt: Sequence[int]) -> None:
+        if len(prompt) + self.max_total_tokens > self.engine.max_model_len:
+            raise ValueError(
+                f"segment rollout: a prompt of {len(prompt)} tokens + max_total_tokens {self.max_total_tokens} "
+                f"exceeds the engine's max_model_len {self.engine.max_model_len}: lower variant.max_total_tokens or "
+                "use a model (or vLLM max_model_len) that reaches the configured length"
+            )
 
     def generate(self, prompts: Sequence[Sequence[int]], keys: Sequence[Key] | None = None) -> list[Sample]:
         """Admit prompts, decode one segment for every unfinished sample (one engine call), release full groups."""
         if keys is not None and len(keys) != len(prompts):
             raise ValueError(f"keys has {len(keys)} entries for {len(prompts)} prompts")
+        for prompt in prompts:
+            self._check_fits(prompt)
         self.queue.extend((list(p), keys[i] if keys is not None else None) for i, p in enumerate(prompts))
         G = self.num_generations
         fresh: list[_Group] = []
@@ -112,10 +125,6 @@ class SegmentStrategy:
         for group in self.groups:
             open_members = [m for m in group.members if m.finish_reason is None]
             room = self._limit(group)
-            if room < 1:  # prompt alone fills the model: nothing can be generated
-                for m in open_members:
-                    m.finish_reason = "length"
-                continue
             if group in fresh:  # one request with n=G: the engine shares the prompt
                 cap = min(self.segment_length, room)
                 params = replace(self.params, n=G, max_tokens=cap, seed=derive_seed(self.params.seed, group.group_id))

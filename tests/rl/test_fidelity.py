@@ -399,3 +399,34 @@ def test_trl_engine_is_refused_at_load_time_naming_the_key(variant: str) -> None
     with pytest.raises(ConfigError, match="rollout.engine") as e:
         parse_config(raw, f"{variant}.yaml")
     assert e.value.key == "rollout.engine"
+
+
+# --- UloRL at scale (item 2) ------------------------------------------------------------------------------------------
+
+
+def test_ulorl_dmmpt_pass_is_chunked_by_the_micro_batch(tiny_model_path: str, tmp_path: Path) -> None:
+    """The POIS/DMMPT log-prob pass runs over the whole generation batch (steps_per_generation × the micro-batch);
+    it forwards `per_device_train_batch_size` rows at a time, as TRL's own passes do, so its peak activation memory
+    is that of one micro-batch whatever the generation batch (a proxy: every forward's row count)."""
+    from tests.rl.variant_helpers import problems
+
+    spec = {"name": "ulorl", "segment_length": 8, "max_total_tokens": 8, "dynamic_sampling": False}
+    trainer = build(tiny_model_path, tmp_path, spec, max_completion_length=8, steps_per_generation=2)
+    out = trainer._generate_and_score_completions(inputs(problems(4), G))
+    assert out["completion_ids"].shape[0] == 16, "a generation batch of 2 micro-batches of 8"
+    rows: list[int] = []
+    hook = trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        trainer._apply_dmmpt(out)
+    finally:
+        hook.remove()
+    assert rows == [8, 8], "two forwards of one micro-batch each, not one of the whole generation batch"
+    assert out["old_per_token_logps"].shape[0] == 16
+
+
+def test_ulorl_total_length_the_model_cannot_reach_fails_at_load_time(tiny_model_path: str, tmp_path: Path) -> None:
+    spec = {"name": "ulorl", "segment_length": 512, "max_total_tokens": 2048, "dynamic_sampling": False}
+    with pytest.raises(ValueError, match="variant.max_total_tokens.*model's is 1024"):
+        build(tiny_model_path, tmp_path, spec, max_completion_length=512)

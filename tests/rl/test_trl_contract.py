@@ -31,6 +31,7 @@ def test_private_method_signatures(name: str, params: list[str]) -> None:
 
 def test_entropy_flag_and_rollout_func() -> None:
     assert "compute_entropy" in inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
+    assert "batch_size" in inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
     assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
 
 

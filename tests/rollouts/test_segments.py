@@ -123,3 +123,12 @@ def test_seeded_requests_get_distinct_derived_seeds() -> None:
     strategy.generate([])
     seeds = [r.params.seed for r in engine.calls[1]]
     assert len(set(seeds)) == 2 and None not in seeds and 7 not in seeds
+
+
+def test_total_length_beyond_the_engine_is_an_error_not_a_shorter_limit() -> None:
+    """Issue 13: the total-length limit used to be cut silently to `max_model_len - len(prompt)`."""
+    engine = ScriptedEngine(SCRIPT, max_model_len=100)
+    strategy = SegmentStrategy(engine, SamplingParams(), 2, 10, 96)
+    strategy.generate([[1, 2, 3, 4]])  # 4 + 96 = 100 fits
+    with pytest.raises(ValueError, match="max_total_tokens 96 exceeds the engine's max_model_len 100"):
+        strategy.generate([[1, 2, 3, 4, 5]])
