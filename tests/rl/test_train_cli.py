@@ -121,3 +121,15 @@ def test_tied_lm_head_missing_on_resume_is_not_reported() -> None:
     assert not kept("There were missing keys in the checkpoint model loaded: ['lm_head.weight'].")
     assert kept("There were missing keys in the checkpoint model loaded: ['lm_head.weight', 'model.norm.weight'].")
     assert kept("some other warning")
+
+
+def test_train_and_compare_help_describe_themselves(capsys: pytest.CaptureFixture[str]) -> None:
+    from eval.compare import main as compare_main
+
+    for command in (main, compare_main):
+        with pytest.raises(SystemExit):
+            command(["--help"])
+    out = capsys.readouterr().out
+    assert "usage: brevity train" in out and "Train with one of brevity's GRPO variants" in out
+    assert "--allow-fresh" in out and "accelerate launch" in out
+    assert "usage: brevity compare" in out and "side by side" in out and "output folders of brevity eval" in out
