@@ -106,7 +106,8 @@ def plot_accuracy_vs_tokens(
     Each marker has a vertical bar of ± one standard error of the accuracy and a horizontal bar spanning the p10–p90
     output tokens (`eval.metrics.summarize` keys; either is left out where the summary lacks it), and a legend entry
     `run: benchmark`. The axes fit the data: tokens from 0 to past the widest spread, accuracy around the points
-    (within 0–100). Legacy rows `(label, mean tokens, accuracy)` are drawn without bars.
+    (within 0–100; a marker at 0 % or 100 % is drawn over the frame). Legacy rows `(label, mean tokens, accuracy)`
+    are drawn without bars.
     """
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.add_subplot()
@@ -128,7 +129,7 @@ def plot_accuracy_vs_tokens(
         xerr = [[mean - p10], [p90 - mean]] if p10 is not None and p90 is not None else None
         ax.errorbar(
             mean, y, yerr=yerr if se is not None else None, xerr=xerr, fmt=markers[i % len(markers)],
-            markersize=7, capsize=3, elinewidth=1, label=label,
+            markersize=7, capsize=3, elinewidth=1, label=label, clip_on=False,
         )  # fmt: skip
         x_max = max(x_max, p90 if p90 is not None and xerr is not None else mean)
         y_lo, y_hi = min(y_lo, y - yerr), max(y_hi, y + yerr)
