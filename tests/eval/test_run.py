@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -42,11 +43,17 @@ SUMMARY_KEYS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Two OpenMP threads on 2 shared cores run 10-20x slower than one when other jobs are busy."""
-    threads = torch.get_num_threads()
+    """Two OpenMP threads on 2 shared cores run 10-20x slower than one when other jobs are busy (and `main` would
+    otherwise choose the count from the load: rollouts/threads.py)."""
+    threads, env = torch.get_num_threads(), os.environ.get("BREVITY_THREADS")
     torch.set_num_threads(1)
+    os.environ["BREVITY_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("BREVITY_THREADS", None)
+    else:
+        os.environ["BREVITY_THREADS"] = env
 
 
 class CountingEngine:
