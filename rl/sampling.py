@@ -90,22 +90,15 @@ class DynamicSampler:
         self.num_seen += num_groups
         return keep
 
-    def kept_indices(self, *, fill: bool = False) -> list[int]:
+    def kept_indices(self) -> list[int]:
         """The groups to train on, in generation order.
 
         Exactly `target_groups` when reached (the earliest kept, as DLER's `batch[:train_batch_size]`); when the
-        round cap stops first, every kept group (fewer). If no group was kept at all, the last round's groups
-        (up to `target_groups`) are returned instead, zero-variance or not, so training never gets an empty batch:
-        their GRPO advantages are 0, so the step is then a no-op for the policy loss apart from KL.
-        `fill=True` instead tops a short batch up with dropped groups (earliest first) to keep a fixed batch shape;
-        exclude those from DLER's batch statistics (`group_center_batch_whiten(..., valid=...)`).
+        round cap stops first, every kept group (fewer, possibly none). Zero-variance groups are never returned: as
+        fillers they would still count in the loss normaliser and the KL term (issue 13); the trainer trains on fewer.
         """
         if self.rounds_used == 0:
             raise RuntimeError("DynamicSampler.kept_indices() before any add()")
-        if fill:
-            return (self._kept + self._dropped)[: self.target_groups]
-        if not self._kept:
-            return self._last_round[: self.target_groups]
         return self._kept[: self.target_groups]
 
     def state_dict(self) -> dict[str, Any]:

@@ -369,7 +369,7 @@ class BrevityTrainer(GRPOTrainer):
                 break
             rounds += 1
             pool.append(self._score_round(self._refill_inputs(inputs)))
-        kept = sampler.kept_indices()[:target] if sampler.num_kept else []
+        kept = sampler.kept_indices()
         chosen = [where[i] for i in kept]
         spg = self.args.steps_per_generation
         fillers = [where[i] for i in range(len(where)) if i not in set(kept)] + chosen

@@ -40,17 +40,15 @@ def test_sampler_cap_returns_fewer() -> None:
     assert not sampler.done
     sampler.add(MIXED)
     assert sampler.done and sampler.rounds_used == 2
-    assert sampler.kept_indices() == [0, 2]
-    assert sampler.kept_indices(fill=True) == [0, 2, 1, 3]  # topped up with the dropped groups, earliest first
+    assert sampler.kept_indices() == [0, 2]  # fewer, never topped up with zero-variance groups
 
 
-def test_sampler_falls_back_to_last_round_when_nothing_kept() -> None:
+def test_sampler_keeps_nothing_when_nothing_varies() -> None:
     sampler = DynamicSampler(target_groups=3, max_rounds=2)
     sampler.add(torch.zeros(4, 2))
     sampler.add(torch.ones(4, 2))
     assert sampler.done and sampler.num_kept == 0
-    assert sampler.kept_indices() == [4, 5, 6]  # last round's groups 4..7, at most target_groups
-    assert sampler.kept_indices(fill=True) == [0, 1, 2]
+    assert sampler.kept_indices() == []  # no zero-variance fallback (issue 13): the trainer trains on nothing
 
 
 def test_sampler_payload_indices_and_unlimited_rounds() -> None:
