@@ -2,8 +2,8 @@
 
 For each benchmark it samples k completions per problem, grades them with the shared grader (`rewards.grade`),
 appends one JSON line per sample to `<out>/samples/<benchmark>.jsonl` as soon as the sample finishes (the
-transformers engine reports each one mid-batch, other engines at the end of a batch; lines are in finish order and
-summaries sort them), and writes `summary.json`, `summary.md` and `accuracy_vs_tokens.png`. Re-running into the same folder resumes: samples already
+transformers engine reports each one mid-batch; other engines at the end of each call, whose size starts at 8 and
+doubles up to `--batch-size` while calls take under 10 s; lines are in finish order and summaries sort them), and writes `summary.json`, `summary.md` and `accuracy_vs_tokens.png`. Re-running into the same folder resumes: samples already
 on disk are not generated again, and a half-written last line (a crash mid-write) is dropped and redone. Re-running
 a finished folder with `--budget-cutoffs` adds an accuracy-vs-token-cutoff sweep without generating again.
 Bad input (benchmark, model, k, columns, template budget) fails before the model is loaded.
@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -93,9 +94,21 @@ def _sample_seed(seed: int, problem_id: str, index: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{problem_id}:{index}".encode())) % (2**31)
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+FIRST_BATCH = 8  # engines that return whole batches only: the first call's size
+GROW_BELOW_S = 10.0  # ... doubled (up to --batch-size) after each call that took less than this
+
+
+def _batches(items: list[Any], size: int, grow: bool) -> Iterator[list[Any]]:
+    """Chunks of at most `size` items. With `grow` (an engine that hands back a batch only when all of it is done),
+    start at FIRST_BATCH and double while a call takes under GROW_BELOW_S: an interruption then loses at most about
+    that long of samples on a slow machine, and a fast one soon runs full batches."""
+    pos, n = 0, min(size, FIRST_BATCH) if grow else size
+    while pos < len(items):
+        start = time.perf_counter()
+        yield items[pos : pos + n]  # the caller generates and saves this chunk before the next one is asked for
+        pos += n
+        if grow and time.perf_counter() - start < GROW_BELOW_S:
+            n = min(size, 2 * n)
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
@@ -120,12 +133,13 @@ def _generate(config: EvalConfig, plan: Plan, todo: dict[str, list[tuple[Problem
     from rollouts.engines import make_engine  # looked up at call time: tests wrap the engine
 
     engine = make_engine(plan.engine, plan.model_path, seed=config.seed)
+    streams = _streams(engine)
     with SampleProgress(sum(len(v) for v in todo.values())) as progress:
         for bench, items in todo.items():
             if not items:
                 continue
             progress.benchmark(bench, len(items))
-            for chunk in _chunks(items, config.batch_size):
+            for chunk in _batches(items, config.batch_size, grow=not streams):
                 requests = [
                     Request(
                         plan.prompts[bench][p.id],

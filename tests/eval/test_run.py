@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import eval.run
 import rollouts.engines
 from eval.compare import cli as compare_cli
 from eval.progress import SampleProgress
@@ -232,6 +233,42 @@ def test_interrupted_eval_keeps_finished_samples_at_the_default_batch(
     assert made[0].batches == [24, 19]  # only the missing samples
     final = read_samples(out / "samples" / f"{slug(RG)}.jsonl")
     assert final[:5] == kept and len({(r["problem_id"], r["sample_index"]) for r in final}) == 24
+
+
+class WholeBatchEngine:
+    """An engine that hands back a batch only when all of it is done (like vLLM's), Ctrl-C on call `interrupt_on`."""
+
+    def __init__(self, engine, interrupt_on: int | None) -> None:
+        self.engine, self.interrupt_on, self.batches = engine, interrupt_on, []
+
+    def generate(self, requests):
+        self.batches.append(len(requests))
+        if len(self.batches) == self.interrupt_on:
+            raise KeyboardInterrupt
+        return self.engine.generate(requests)
+
+
+def test_interrupted_eval_keeps_whole_batch_engines_work(tiny_model_path: str, tmp_path: Path, monkeypatch, capsys):
+    """Without mid-batch reports, calls start small (8) and grow while fast, so Ctrl-C at the default batch size (64)
+    still keeps the first calls' samples."""
+    made = []
+    real = rollouts.engines.make_engine
+    interrupt_on = [2, None]
+
+    def make(name, model_path, **kwargs):
+        made.append(WholeBatchEngine(real(name, model_path, **kwargs), interrupt_on.pop(0)))
+        return made[-1]
+
+    monkeypatch.setattr(rollouts.engines, "make_engine", make)
+    monkeypatch.setattr(eval.run, "GROW_BELOW_S", 1e9)  # every call counts as fast, however loaded the machine
+    out = tmp_path / "run"
+    argv = _argv(tiny_model_path, out, "--benchmarks", RG, "--size", "12", "--k", "3", "--max-tokens", "4")
+    assert main([*argv, "--temperature", "1.0"]) == 130
+    assert made[0].batches == [8, 16]
+    assert "interrupted: 8 finished samples kept in" in capsys.readouterr().err
+    assert main([*argv, "--temperature", "1.0"]) == 0
+    assert made[1].batches == [8, 16, 4]  # the 28 missing samples, growing again
+    assert len(read_samples(out / "samples" / f"{slug(RG)}.jsonl")) == 36
 
 
 def test_offline_gsm8k(gsm8k_run: Path) -> None:
