@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answer-format", choices=ANSWER_FORMATS, help="default: answer_tag for think/budget, else boxed")
     p.add_argument("--engine", default=d.engine, choices=list(ENGINES))
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="requests per engine call")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="most requests per engine call")
     p.add_argument("--baseline", default=None, help="a finished eval folder: adds compression ratio and Δaccuracy")
     p.add_argument("--budget-cutoffs", type=int, nargs="*", default=[], help="token cutoffs for a budget sweep")
     p.add_argument("--regrade-prefixes", action="store_true", help="sweep: grade the first C tokens of each sample")
