@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing was written", file=sys.stderr)
+        return 130
     quiet = TiedKeysFilter(trainer.model)
     logging.getLogger("transformers.trainer").addFilter(quiet)
     try:

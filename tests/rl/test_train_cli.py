@@ -112,6 +112,15 @@ def test_ctrl_c_names_the_latest_checkpoint_and_the_resume_command(
     assert not fake["trainer"].saved
 
 
+def test_ctrl_c_while_loading_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def interrupted(config: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rl.train, "build_trainer", interrupted)
+    assert main(["--config", str(_config(tmp_path))]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted before training started; nothing was written"
+
+
 def test_tied_lm_head_missing_on_resume_is_not_reported() -> None:
     quiet = TiedKeysFilter(_tiny_tied_model())
 
