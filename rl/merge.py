@@ -226,5 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # bad input, or a folder transformers cannot load: one line, no traceback
         print(f"brevity merge: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        written = Path(args.out).exists()
+        print(
+            f"\nbrevity merge: interrupted; {f'{args.out} may hold a partial model' if written else 'nothing written'}",
+            file=sys.stderr,
+        )
+        return 130
     print(f"merged model written to {args.out} (keep={args.keep}, scale={args.scale})")
     return 0
