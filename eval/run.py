@@ -171,20 +171,25 @@ def _generate_chunk(
     still being generated."""
     saved: set[int] = set()
 
-    def save(index: int, completion: Any) -> None:
+    def record(index: int, completion: Any) -> dict[str, Any]:
         (p, i), think_open = chunk[index], plan.think_open[bench]
-        record = make_record(bench, p, i, completion, plan.tokenizer, config.answer_format, think_open)
-        append_samples(path, [record])
         saved.add(index)
-        progress.advance(1, record["num_tokens"])
+        return make_record(bench, p, i, completion, plan.tokenizer, config.answer_format, think_open)
+
+    def save(index: int, completion: Any) -> None:
+        """One finished sample: written at once (kept if the process dies), synced to disk with the batch."""
+        rec = record(index, completion)
+        append_samples(path, [rec], fsync=False)
+        progress.advance(1, rec["num_tokens"])
 
     if _streams(engine):
         outputs = engine.generate(requests, on_finish=save)
     else:  # this engine hands back the whole batch at once
         outputs = engine.generate(requests)
-    for index, (completion,) in enumerate(outputs):
-        if index not in saved:
-            save(index, completion)
+    rest = [record(index, completion) for index, (completion,) in enumerate(outputs) if index not in saved]
+    append_samples(path, rest)  # also syncs the samples `save` wrote
+    if rest:
+        progress.advance(len(rest), sum(r["num_tokens"] for r in rest))
 
 
 def _streams(engine: Any) -> bool:

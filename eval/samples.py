@@ -64,13 +64,15 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def append_samples(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records in one write, flushed to disk: a crash loses at most the batch being generated."""
+def append_samples(path: Path, records: Iterable[dict[str, Any]], *, fsync: bool = True) -> None:
+    """Append records in one write, flushed to the OS (which keeps them if the process dies) and, with `fsync`, to
+    disk (which keeps them if the machine dies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write("".join(json.dumps(r) + "\n" for r in records))
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
 
 
 def write_atomic(path: Path, text: str) -> None:
