@@ -19,21 +19,47 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.rl.experiments import cpu_experiment
+from tests.rl.experiments import CHAIN_SUM, cpu_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATE_CPU = REPO / "experiments" / "accelerate" / "cpu_2proc.yaml"
 SCRIPTED_REWARD = [{"name": "tests.rl.scripted_run:correctness"}]
 G = 4
 
-# name -> (variant section, rows per generation batch in 1 process). 12 rows split 6 + 6 puts a group on both ranks.
-CASES: dict[str, tuple[dict[str, Any], int]] = {
-    "grpo_lambda": ({"name": "grpo_lambda", "lam": 0.34}, 12),  # top ceil(0.34·3) = 2 of 3 groups get the penalty
-    "s_grpo": ({"name": "s_grpo", "num_exits": 3, "answer_max_tokens": 4}, 12),  # serial decay per group
-    "dler": ({"name": "dler", "target_length": 16, "dynamic_sampling": False}, 12),  # batch whitening only
+SCHEDULE = {"type": "stepwise_exponential", "start": 8, "end": 4, "total_steps": 2, "n_drops": 1}
+
+# name -> (variant section, rows per generation batch in 1 process, extra rewards, data template). 12 rows split
+# 6 + 6 puts a group on both ranks; every one of the seven variants has a case.
+CASES: dict[str, tuple[dict[str, Any], int, list[dict[str, Any]], str]] = {
+    "grpo": ({"name": "grpo"}, 12, [], "boxed"),  # TRL's group advantage on the gathered batch
+    "grpo_lambda": ({"name": "grpo_lambda", "lam": 0.34}, 12, [], "boxed"),  # top ceil(0.34·3) = 2 of 3 groups
+    # serial decay per group (split groups, so no dynamic sampling, which keeps whole groups per process)
+    "s_grpo": ({"name": "s_grpo", "num_exits": 3, "answer_max_tokens": 4, "dynamic_sampling": False}, 12, [], "boxed"),
+    "dler": ({"name": "dler", "target_length": 16, "dynamic_sampling": False}, 12, [], "boxed"),  # batch whitening
+    # B(t) in the prompt and the triangular reward at the trainer's step
+    "curriculum_budget": (
+        {"name": "curriculum_budget", "schedule": SCHEDULE},
+        12,
+        [{"name": "budget_triangular", "weight": 0.3, "params": {"schedule": SCHEDULE}}],
+        "budget",
+    ),
+    # one segment holds a whole scripted completion (at most 10 tokens), so both runs release the same groups
+    "ulorl": (
+        {"name": "ulorl", "segment_length": 16, "max_total_tokens": 16, "dynamic_sampling": False},
+        12,
+        [],
+        "boxed",
+    ),
+    "format_length": (
+        {"name": "format_length", "max_tokens": 16},
+        12,
+        [{"name": "rise_fall_length", "weight": 0.5, "params": {"max_tokens": 16}}],
+        "qwen_math",
+    ),
     # dynamic sampling needs whole groups per process: 16 rows = 4 groups, 2 per process
-    "dler_dynamic": ({"name": "dler", "target_length": 16, "max_resample_rounds": 2}, 16),
+    "dler_dynamic": ({"name": "dler", "target_length": 16, "max_resample_rounds": 2}, 16, [], "boxed"),
 }
+SPLIT = [name for name in CASES if name != "dler_dynamic"]
 
 
 def _free_port() -> int:
@@ -42,10 +68,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _experiment(model: str, variant: dict[str, Any], rows: int, output_dir: Path) -> dict[str, Any]:
+def _experiment(
+    model: str, variant: dict[str, Any], rows: int, output_dir: Path, rewards: list[dict[str, Any]], template: str
+) -> dict[str, Any]:
     return cpu_experiment(
         model, output_dir,
-        variant=variant, rewards=SCRIPTED_REWARD, num_generations=G, per_device_train_batch_size=rows,
+        data={"train": CHAIN_SUM, "size": 32, "template": template},
+        variant=variant, rewards=SCRIPTED_REWARD + rewards, num_generations=G, per_device_train_batch_size=rows,
         max_completion_length=16, max_steps=2, learning_rate=1.0e-4,
     )  # fmt: skip
 
@@ -69,11 +98,12 @@ def runs(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     commands: dict[int, list[str]] = {}
     for world in (1, 2):
         configs = []
-        for name, (variant, rows) in CASES.items():
+        for name, (variant, rows, rewards, template) in CASES.items():
             path = root / f"w{world}" / f"{name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             out = root / f"w{world}" / "runs" / name
-            path.write_text(yaml.safe_dump(_experiment(tiny_model_path, variant, rows // world, out)))
+            experiment = _experiment(tiny_model_path, variant, rows // world, out, rewards, template)
+            path.write_text(yaml.safe_dump(experiment))
             configs += ["--config", str(path)]
         driver = ["-m", "tests.rl.scripted_run", "--out", str(root / f"logs{world}"), *configs]
         if world == 1:
@@ -104,12 +134,13 @@ def _global_records(folder: Path, name: str) -> list[dict[str, Any]]:
         glob["gathered_rewards"] = [r["gathered_rewards"] for r in records]
         glob["refill_rows"] = [r["refill_rows"] for r in records]
         glob["global_step"] = {r["global_step"] for r in records}
+        glob["budget"] = {r["budget"] for r in records}
         merged.append(glob)
     return merged
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["grpo_lambda", "s_grpo", "dler"])
+@pytest.mark.parametrize("name", SPLIT)
 def test_two_processes_match_one(runs: dict[int, Path], name: str) -> None:
     one, two = _global_records(runs[1], name), _global_records(runs[2], name)
     assert len(one) == len(two) == 2, "expected one generation batch per step, 2 steps"
@@ -128,6 +159,8 @@ def test_two_processes_match_one(runs: dict[int, Path], name: str) -> None:
         assert any(0.0 < r < 1.0 for r in rewards)
     if name == "s_grpo":  # decay past the first correct exit happened
         assert 0.5 in rewards
+    if name == "curriculum_budget":  # B(t) = 8, then 4 after the drop at step 1
+        assert [rec["budget"] for rec in two] == [rec["budget"] for rec in one] == [{8}, {4}]
 
 
 @pytest.mark.slow
