@@ -14,6 +14,7 @@ from typing import Any, cast
 from rewards.correctness import Correctness, RewardFunc
 from rewards.format import AnswerFormat, AnswerTagFormat, ThinkFormat
 from rewards.grading import Grade, grade
+from rewards.group_length_rewards import GroupLength, KimiLength, ShortestCorrect, SolveRateLength
 from rewards.length_rewards import (
     BudgetBand,
     BudgetTriangular,
@@ -22,6 +23,7 @@ from rewards.length_rewards import (
     SoftOverlong,
     Truncation,
 )
+from rewards.limit_rewards import BudgetConditioned, HardLimit
 
 __all__ = ["REWARDS", "Grade", "RewardFunc", "grade", "make_reward"]
 
@@ -36,6 +38,12 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "rise_fall_length": RiseFallLength,
     "polyline_length": PolylineLength,
     "soft_overlong": SoftOverlong,
+    "kimi_length": KimiLength,
+    "shortest_correct": ShortestCorrect,
+    "group_length": GroupLength,
+    "budget_conditioned": BudgetConditioned,
+    "hard_limit": HardLimit,
+    "solve_rate_length": SolveRateLength,
 }
 
 
