@@ -291,3 +291,22 @@ def test_two_gloo_processes_compute_what_one_does() -> None:
     for p in procs:
         p.join(timeout=60)
     assert results[0] + results[1] == make_reward("group_length")(**kwargs)
+
+
+def test_one_yaml_line_with_every_variant() -> None:
+    """`- {name: ..., weight: ..., params: {...}}` parses and builds next to each paper experiment's own rewards."""
+    from pathlib import Path
+
+    import yaml
+
+    from rl.config import parse_config
+    from rl.train import build_rewards
+
+    lines = [{"name": name, "weight": 1.0, "params": PARAMS[name]} for name in NEW]
+    papers = sorted((Path(__file__).resolve().parents[2] / "experiments" / "papers").glob("*.yaml"))
+    assert len(papers) == 7
+    for path in papers:
+        raw = yaml.safe_load(path.read_text())
+        raw["rewards"] = (raw.get("rewards") or [{"name": "correctness"}]) + lines
+        built = build_rewards(parse_config(raw, str(path)))
+        assert [f.__name__ for f in built[-len(NEW) :]] == NEW, path.name
