@@ -26,7 +26,16 @@ from eval.config import USER_ERRORS, EvalConfig, EvalInputError, build_parser, c
 from eval.metrics import budget_sweep, noisy_warning, summarize
 from eval.progress import SampleProgress
 from eval.report import markdown_table, plot_accuracy_vs_tokens, plot_budget_sweep
-from eval.samples import append_samples, make_record, opens_think, read_samples, regrade_prefixes, slug, write_atomic
+from eval.samples import (
+    append_samples,
+    make_record,
+    nan_to_none,
+    opens_think,
+    read_samples,
+    regrade_prefixes,
+    slug,
+    write_atomic,
+)
 from rollouts.data import Problem, load_problems
 from rollouts.engines import resolve_engine_name
 from rollouts.templates import encode_prompt, render
@@ -228,7 +237,8 @@ def _summarize(config: EvalConfig, plan: Plan, baseline: dict[str, Any] | None, 
         summary["budget_sweep"] = {"cutoffs": sorted(config.budget_cutoffs), "method": method}
     if warnings:
         summary["warnings"] = warnings
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = nan_to_none(summary)  # strict JSON: a statistic over no samples is null, not NaN
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     table = markdown_table({f"{label}/{slug(b) if takes_columns(b) else b}": s for b, s in summaries.items()})
     write_atomic(out / "summary.md", table + _sweep_table(sweeps) + "".join(f"\n> {w}\n" for w in warnings))
     rows = [(label, slug(b) if takes_columns(b) else b, s) for b, s in summaries.items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -73,6 +74,18 @@ def append_samples(path: Path, records: Iterable[dict[str, Any]], *, fsync: bool
         f.flush()
         if fsync:
             os.fsync(f.fileno())
+
+
+def nan_to_none(value: Any) -> Any:
+    """A copy of nested dicts/lists with NaN and ±inf floats as None, so `json.dumps(..., allow_nan=False)` writes
+    strict JSON (Python writes bare `NaN`, which JSON readers reject), e.g. `tokens_think` when no sample thinks."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_to_none(v) for v in value]
+    return value
 
 
 def write_atomic(path: Path, text: str) -> None:
