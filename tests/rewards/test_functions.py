@@ -392,6 +392,8 @@ MIN_PARAMS: dict[str, dict[str, Any]] = {
     "rise_fall_length": {"max_tokens": 10},
     "polyline_length": {"max_tokens": 10},
     "soft_overlong": {"max_tokens": 10, "cache": 2},
+    "hard_limit": {"schedule": 10},
+    "solve_rate_length": {"beta": 0.5, "normalizer": 10},
 }
 
 
