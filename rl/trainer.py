@@ -372,7 +372,8 @@ class BrevityTrainer(GRPOTrainer):
         kept = sampler.kept_indices()
         chosen = [where[i] for i in kept]
         spg = self.args.steps_per_generation
-        fillers = [where[i] for i in range(len(where)) if i not in set(kept)] + chosen
+        taken = set(kept)
+        fillers = [where[i] for i in range(len(where)) if i not in taken] + chosen
         inert = 0
         while (len(chosen) + inert) * G % spg or len(chosen) + inert == 0:
             inert += 1

@@ -279,6 +279,32 @@ def test_dler_nothing_kept_trains_on_nothing(r1_model_path: str, tmp_path: Path)
     assert int(out["num_items_in_batch"]) == 0 and not out["tool_mask"].any() and not out["advantages"].any()
 
 
+def test_dler_short_batch_is_topped_up_only_with_inert_rows(r1_model_path: str, tmp_path: Path) -> None:
+    """TRL splits a generation batch into `steps_per_generation` equal micro-batches (8 here): one kept group of 4
+    rows gets one inert group (loss mask 0, advantage 0, outside the batch statistics), so 8 rows split evenly and
+    only the kept group's tokens count in the loss normaliser and the KL term."""
+    texts, finishes = [ANSWERED, WRONG, ANSWERED, WRONG], ["stop"] * 4
+    trainer = build(
+        r1_model_path,
+        tmp_path,
+        {"name": "dler", "target_length": 64, "max_resample_rounds": 1},
+        beta=0.0,
+        max_completion_length=64,
+        per_device_train_batch_size=4,
+        steps_per_generation=8,
+    )
+    tokenizer = trainer.processing_class
+    trainer._engine_factory = lambda model: PromptEngine(tokenizer, texts, finishes, lambda t: "Varied" in t)
+    rows = [{"prompt": "Varied 6*2?", "answer": "12"}] + [{"prompt": f"Flat {k}?", "answer": "12"} for k in range(7)]
+    out = trainer._generate_and_score_completions(inputs(rows, G))
+    assert _metric(trainer, "brevity/groups_trained") == 1.0 and _metric(trainer, "brevity/inert_rows") == G
+    assert out["completion_ids"].shape[0] == 2 * G
+    valid = out["brevity_valid"]
+    assert valid.tolist() == [True] * G + [False] * G
+    assert not out["tool_mask"][~valid].any() and not out["advantages"][~valid].any()
+    assert int(out["num_items_in_batch"]) == int(out["completion_mask"][valid].sum())
+
+
 def test_dler_refills_without_a_cap_by_default(r1_model_path: str, tmp_path: Path) -> None:
     """`max_resample_rounds: 0` (the fork's `max_num_gen_batches: 0`, DLER's scripts) refills until enough groups
     vary: here only dataset row "Problem 107" (answer 1107) does, so it takes several rounds."""
