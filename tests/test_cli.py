@@ -15,7 +15,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: brevity COMMAND")
-    for name in ("eval", "compare", "demo", "train", "merge"):
+    for name in ("eval", "compare", "demo", "train", "merge", "sft", "study"):
         assert f"  {name} " in out and name in COMMANDS
 
 
@@ -38,7 +38,9 @@ def test_unknown_or_missing_command_exits_2(capsys, argv: list[str], message: st
     ("command", "expected"),
     [
         ("eval", ["--benchmarks", "--columns", "--budget-cutoffs", "--k"]),
-        ("demo", ["--task"]),
+        ("demo", ["--config", "--seed"]),
+        ("study", ["--config", "--out", "--seed", "--methods"]),
+        ("sft", ["--config", "--resume"]),
         ("compare", ["RUN_DIR"]),
     ],
 )

@@ -55,6 +55,9 @@ def _mark(folder: Path, **info: Any) -> None:
 
 
 def _git_commit() -> str:
+    """The commit the study ran at (`$BREVITY_COMMIT` where the copy has no .git, as on the GPU machine)."""
+    if os.environ.get("BREVITY_COMMIT"):
+        return os.environ["BREVITY_COMMIT"]
     root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
@@ -79,18 +82,27 @@ class Study:
         self.config, self.out, self.seed, self.log = config, out, seed, log
         self.data = out / "data"
         self.stage_wall: dict[str, float] = {}
-        self.gpu = _has_cuda()
+        self.failed: dict[str, str] = {}  # arm -> error, this run
+        self.gpus = _cuda_count()
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         # One torch thread per process when several run side by side on a CPU: two threads per process on a
-        # shared core slow every process down several-fold (study-feasibility.md).
-        self.threads = max(1, cpus // config.parallel)
+        # shared core slow every process down several-fold (study-feasibility.md). The warm start runs alone and
+        # gets every core. $BREVITY_THREADS sets both (e.g. when other work shares the machine).
+        fixed = int(os.environ["BREVITY_THREADS"]) if os.environ.get("BREVITY_THREADS") else None
+        self.threads = fixed or max(1, cpus // config.parallel)
+        self.sft_threads = fixed or cpus
 
     # --- helpers ---------------------------------------------------------------------------------------------------
 
-    def _run(self, name: str, argv: list[str], folder: Path) -> float:
-        """Run one brevity command as a subprocess; its output goes to `folder/log.txt`. Returns the wall time."""
+    def _run(self, name: str, argv: list[str], folder: Path, slot: int = 0, threads: int | None = None) -> float:
+        """Run one brevity command as a subprocess; its output goes to `folder/log.txt`. Returns the wall time.
+
+        With several GPUs, job `slot` sees only GPU `slot % count` (arms spread over the GPUs, several per GPU)."""
         folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        threads = threads or self.threads
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        if self.gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         command = [sys.executable, "-m", *argv]
         start = time.time()
@@ -108,19 +120,18 @@ class Study:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
-    def _parallel(self, jobs: list[tuple[str, Any]]) -> None:
-        """Run (name, callable) jobs, `parallel` at a time; the first failure is raised after the others finish."""
-        errors = []
+    def _parallel(self, jobs: list[tuple[str, Any]]) -> dict[str, str]:
+        """Run (name, callable) jobs, `parallel` at a time; returns {name: error} of the jobs that failed."""
+        errors: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=self.config.parallel) as pool:
             futures = {pool.submit(fn): name for name, fn in jobs}
             for future, name in futures.items():
                 try:
                     future.result()
                 except StageError as e:
-                    errors.append(str(e))
-                    self.log(f"  {name}: FAILED")
-        if errors:
-            raise StageError(errors[0])
+                    errors[name] = str(e)
+                    self.log(f"  {name}: FAILED (see its log.txt)")
+        return errors
 
     # --- stages ----------------------------------------------------------------------------------------------------
 
@@ -158,7 +169,7 @@ class Study:
         )
         resume = ["--resume", "latest"] if any(folder.glob("checkpoint-*")) else []
         self.log("  warm start: brevity sft ...")
-        wall = self._run("warm start", ["rl.sft", "--config", str(config), *resume], folder)
+        wall = self._run("warm start", ["rl.sft", "--config", str(config), *resume], folder, threads=self.sft_threads)
         _mark(folder, wall_s=wall)
         return folder
 
@@ -178,15 +189,15 @@ class Study:
             return
         self.log(f"  training {len(todo)} arm(s), {self.config.parallel} at a time: {', '.join(m.name for m in todo)}")
 
-        def job(method: Any) -> None:
+        def job(method: Any, slot: int) -> None:
             folder = self.out / "arms" / method.name
             config = self._write_yaml(folder / "config.yaml", self.arm_config(method, warm_start))
             resume = ["--resume", "latest"] if any((folder / "model").glob("checkpoint-*")) else []
-            wall = self._run(f"arm {method.name}", ["rl.train", "--config", str(config), *resume], folder)
+            wall = self._run(f"arm {method.name}", ["rl.train", "--config", str(config), *resume], folder, slot)
             _mark(folder, wall_s=wall)
             self.log(f"  arm {method.name}: trained in {wall:.0f} s")
 
-        self._parallel([(m.name, lambda m=m: job(m)) for m in todo])
+        self.failed.update(self._parallel([(m.name, lambda m=m, i=i: job(m, i)) for i, m in enumerate(todo)]))
 
     def eval_targets(self, warm_start: Path) -> dict[str, tuple[str, EvalSpec]]:
         targets = {
@@ -194,7 +205,8 @@ class Study:
             "warm_start": (str(warm_start), self.config.eval),
         }
         for m in self.config.methods:
-            targets[m.name] = (str(self.out / "arms" / m.name / "model"), m.eval)
+            if _done(self.out / "arms" / m.name):  # an arm that failed is left out (and retried by a re-run)
+                targets[m.name] = (str(self.out / "arms" / m.name / "model"), m.eval)
         return targets
 
     def stage_eval(self, warm_start: Path) -> None:
@@ -204,7 +216,7 @@ class Study:
             return
         self.log(f"  evaluating {len(todo)} model(s): {', '.join(todo)}")
 
-        def job(name: str) -> None:
+        def job(name: str, slot: int) -> None:
             model, spec = targets[name]
             folder = self.out / "eval" / name
             argv = ["eval.run", "--model", model, "--benchmarks", str(self.data / "eval.jsonl")]
@@ -213,11 +225,13 @@ class Study:
             argv += ["--max-tokens", str(spec.max_tokens), "--batch-size", str(spec.batch_size)]
             argv += ["--template", spec.template, "--answer-format", spec.answer_format]
             argv += ["--budget", str(spec.budget)] if spec.budget is not None else []
-            wall = self._run(f"eval {name}", argv, folder)
+            wall = self._run(f"eval {name}", argv, folder, slot)
             _mark(folder, wall_s=wall)
             self.log(f"  eval {name}: {wall:.0f} s")
 
-        self._parallel([(n, lambda n=n: job(n)) for n in todo])
+        failed = self._parallel([(n, lambda n=n, i=i: job(n, i)) for i, n in enumerate(todo)])
+        if failed:  # the table needs every evaluation it lists
+            raise StageError(next(iter(failed.values())))
 
     def stage_table(self, warm_start: Path, command: str, wall_s: float) -> dict[str, Any]:
         from rl.study.table import arm_row, markdown, plot, read_tokens, split_stats
@@ -268,6 +282,7 @@ class Study:
                 "hard": f"{splits['hard']['problems']} held-out {self.config.hard_terms}-term sums",
             },
             "arms": arms,
+            "failed_arms": sorted(self.failed),
         }
         (self.out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
         (self.out / "study.md").write_text(markdown(study))
@@ -275,39 +290,38 @@ class Study:
         return study
 
     def run(self, command: str) -> dict[str, Any]:
+        """All stages in order; a finished stage is skipped (its time from the earlier run is kept)."""
         start = time.time()
-        previous = _done(self.out) or {}
-        self.stage_wall = dict(previous.get("stage_wall_s", {}))
-        steps = [("data", self.stage_data), ("warm start", self.stage_warm_start)]
-        warm: Path | None = None
-        for i, (name, fn) in enumerate(steps + [("arms", None), ("eval", None)], 1):
-            self.log(f"[{i}/5] {name}")
-            t0 = time.time()
-            if name == "warm start":
-                warm = self.stage_warm_start()
-            elif name == "arms":
-                assert warm is not None
-                self.stage_arms(warm)
-            elif name == "eval":
-                assert warm is not None
-                self.stage_eval(warm)
-            else:
-                fn()
-            elapsed = time.time() - t0
-            if elapsed > 1 or name not in self.stage_wall:
-                self.stage_wall[name] = self.stage_wall.get(name, 0.0) + elapsed if elapsed > 1 else elapsed
-        assert warm is not None
-        wall = sum(self.stage_wall.values())
-        study = self.stage_table(warm, command, wall)
+        self.stage_wall = dict((_done(self.out) or {}).get("stage_wall_s", {}))
+        self._timed("data", 1, self.stage_data)
+        warm = self._timed("warm start", 2, self.stage_warm_start)
+        self._timed("arms", 3, lambda: self.stage_arms(warm))
+        self._timed("eval", 4, lambda: self.stage_eval(warm))
+        self.log("[5/5] table")
+        study = self.stage_table(warm, command, sum(self.stage_wall.values()))
         _mark(self.out, stage_wall_s=self.stage_wall)
         self.log(f"wrote {self.out}/study.md, study.json, study.png ({time.time() - start:.0f} s this run)")
+        if self.failed:
+            names = ", ".join(sorted(self.failed))
+            raise StageError(
+                f"arm(s) {names} failed; the table holds the others.\n" + next(iter(self.failed.values()))
+            )
         return study
 
+    def _timed(self, name: str, index: int, fn: Any) -> Any:
+        self.log(f"[{index}/5] {name}")
+        t0 = time.time()
+        result = fn()
+        elapsed = time.time() - t0
+        if name not in self.stage_wall or elapsed > 1.0:  # a skipped stage keeps the time it took when it ran
+            self.stage_wall[name] = self.stage_wall.get(name, 0.0) + elapsed
+        return result
 
-def _has_cuda() -> bool:
+
+def _cuda_count() -> int:
     import torch
 
-    return torch.cuda.is_available()
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
