@@ -331,7 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="new seed: new problems, new warm start, new arms")
     p.add_argument("--methods", nargs="*", default=None, help="run only these arms (the control `grpo` is kept)")
     p.add_argument("--steps", type=int, default=None, help="override every arm's max_steps (short runs)")
+    p.add_argument(
+        "--smoke", action="store_true", help="check the whole pipeline in minutes: few rows, steps and samples"
+    )
     return p
+
+
+def smoke(config: StudyConfig) -> None:
+    """Shrink a preset to a pipeline check: every stage and arm runs with its own settings, for a handful of steps
+    (lengths are kept, since the methods' length settings are checked against them)."""
+    config.sizes.sft, config.sizes.train, config.sizes.eval, config.sizes.hard = 128, 64, 8, 8
+    config.sft.update(max_steps=4, per_device_train_batch_size=8, warmup_steps=0, save_steps=1000)
+    g = int(config.train.get("num_generations", 8))
+    config.train.update(max_steps=1, per_device_train_batch_size=2 * g, logging_steps=1)
+    for spec in [config.eval, *(m.eval for m in config.methods)]:
+        spec.k, spec.batch_size = 1, 16
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,12 +357,14 @@ def main(argv: list[str] | None = None) -> int:
             if unknown := set(args.methods) - known:
                 raise ValueError(f"--methods: unknown arm(s) {sorted(unknown)}; the preset has {sorted(known)}")
             config.methods = [m for m in config.methods if m.name == "grpo" or m.name in args.methods]
+        if args.smoke:
+            smoke(config)
         if args.steps is not None:
             config.train["max_steps"] = args.steps
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out or f"runs/study/{config.name}-seed{args.seed}")
+    out = Path(args.out or f"runs/study/{config.name}{'-smoke' if args.smoke else ''}-seed{args.seed}")
     command = "brevity study " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"study {config.name!r}, seed {args.seed}, into {out} (re-running resumes)", flush=True)
     try:
