@@ -42,6 +42,7 @@ class SftDataSpec:
     train: str  # a .jsonl / .json / .parquet / .csv file with one prompt and one completion per row
     prompt_column: str = "prompt"
     completion_column: str = "completion"
+    system_column: str | None = "system"  # an optional system turn per row (absent or empty: none)
     size: int | None = None  # None: every row
 
 
@@ -108,9 +109,15 @@ def build_dataset(config: SftExperiment) -> Any:
             raise ConfigError(config.source, "data", f"column {col!r} not in {spec.train} (it has {list(rows[0])})")
     if spec.size is not None:
         rows = rows[: spec.size]
+
+    def prompt(row: dict[str, Any]) -> list[dict[str, str]]:
+        system = row.get(spec.system_column) if spec.system_column else None
+        user = {"role": "user", "content": row[spec.prompt_column]}
+        return [{"role": "system", "content": system}, user] if system else [user]
+
     return Dataset.from_dict(
         {
-            "prompt": [[{"role": "user", "content": r[spec.prompt_column]}] for r in rows],
+            "prompt": [prompt(r) for r in rows],
             "completion": [[{"role": "assistant", "content": r[spec.completion_column]}] for r in rows],
         }
     )

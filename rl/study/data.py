@@ -13,6 +13,7 @@ in an evaluation split never appears (as the same tuple of terms) in the warm-st
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,30 @@ def _eval_row(t: Trace) -> dict[str, Any]:
     return {"id": t.id, "prompt": t.prompt, "answer": str(t.answer), "minimal": t.minimal, "terms": len(t.terms)}
 
 
+def _budget_system(budget: int) -> str:
+    from rollouts.templates import render
+
+    return render("budget", "", budget=budget)[0]["content"]
+
+
 def write_study_data(
-    out: Path, task: SumTask, *, seed: int, sft: int, train: int, eval: int, hard: int, hard_terms: int
+    out: Path,
+    task: SumTask,
+    *,
+    seed: int,
+    sft: int,
+    train: int,
+    eval: int,
+    hard: int,
+    hard_terms: int,
+    budget_range: tuple[int, int] | None = None,
+    budget_fraction: float = 0.25,
 ) -> dict[str, Any]:
-    """Write the four files into `out`; return their row counts and the warm start's over-thinking statistics."""
+    """Write the four files into `out`; return their row counts and the warm start's over-thinking statistics.
+
+    With `budget_range`, a `budget_fraction` of the warm-start rows get the curriculum's budget template as a system
+    turn (a budget drawn uniformly from the range) and the same verbose trace: the warm start then reads that prompt
+    format, and, like the verbose reasoner it is meant to be, ignores the budget."""
     out.mkdir(parents=True, exist_ok=True)
     base = 1000 * seed
     evals = _take(_stream(task, base + 1), eval, set(), unique=True)
@@ -67,19 +88,15 @@ def write_study_data(
     trains = _take(_stream(task, base + 4), train, held_out, unique=False)
     _write(out / "eval.jsonl", [_eval_row(t) for t in evals])
     _write(out / "hard.jsonl", [_eval_row(t) for t in hards])
-    _write(
-        out / "sft.jsonl",
-        [
-            {
-                "prompt": t.prompt,
-                "completion": t.verbose,
-                "restated": t.restated,
-                "checks": list(t.checks),
-                "second_pass": t.second_pass,
-            }
-            for t in sfts
-        ],
-    )
+    rng = random.Random(f"budget/{seed}")
+    sft_rows = []
+    for t in sfts:
+        row = {"prompt": t.prompt, "completion": t.verbose, "restated": t.restated, "checks": list(t.checks)}
+        row["second_pass"] = t.second_pass
+        if budget_range is not None and rng.random() < budget_fraction:
+            row["system"] = _budget_system(rng.randint(*budget_range))
+        sft_rows.append(row)
+    _write(out / "sft.jsonl", sft_rows)
     _write(out / "train.jsonl", [{"id": t.id, "prompt": t.prompt, "answer": str(t.answer)} for t in trains])
     chars_verbose = sum(len(t.verbose) for t in sfts)
     chars_minimal = sum(len(t.minimal) for t in sfts)

@@ -141,8 +141,28 @@ class Study:
         from rl.study.data import write_study_data
 
         c = self.config
-        info = write_study_data(self.data, c.task, seed=self.seed, **asdict(c.sizes), hard_terms=c.hard_terms)
+        budgets = self.curriculum_budget_range()
+        info = write_study_data(
+            self.data, c.task, seed=self.seed, **asdict(c.sizes), hard_terms=c.hard_terms, budget_range=budgets
+        )
+
         _mark(self.data, **info, task=asdict(c.task), hard_terms=c.hard_terms)
+
+    def curriculum_budget_range(self) -> tuple[int, int] | None:
+        """(B_end, B_start) of a curriculum_budget arm's schedule, if the study has one."""
+        for m in self.config.methods:
+            variant = m.experiment.get("variant", {})
+            if isinstance(variant, dict) and variant.get("name") == "curriculum_budget":
+                from rewards.schedules import make_schedule
+
+                from rl.variants.curriculum_budget import Spec
+
+                raw = dict(variant.get("schedule") or Spec().schedule)
+                schedule = make_schedule(raw)
+                total = int(raw.get("total_steps", 1))
+                ends = (int(schedule(0)), int(schedule(total)))
+                return min(ends), max(ends)
+        return None
 
     def base_model(self) -> str:
         """The model the study starts from: a from-scratch tiny model written once, or the named base model."""
@@ -174,11 +194,14 @@ class Study:
         return folder
 
     def arm_config(self, method: Any, warm_start: Path) -> dict[str, Any]:
-        """The arm's complete experiment YAML: shared train settings, then the method's own."""
+        """The arm's complete experiment YAML: the shared train settings, except those its variant sets from its
+        paper (e.g. UloRL's temperature, DLER's length cap), then the method's own `train` overrides."""
         exp = dict(method.experiment)
         data = {"train": str(self.data / "train.jsonl"), "template": self.config.template, "seed": self.seed}
         data.update(exp.pop("data", {}) or {})
-        train = {**self.config.train, **(exp.pop("train", {}) or {})}
+        paper = _variant_trl_defaults(exp["variant"], self.config.source, method.name)
+        train = {k: v for k, v in self.config.train.items() if k not in paper}
+        train.update(exp.pop("train", {}) or {})
         train.setdefault("seed", self.seed)
         train.update(output_dir=str(self.out / "arms" / method.name / "model"), report_to="none")
         return {"model": str(warm_start), "data": data, **exp, **train}
@@ -316,6 +339,21 @@ class Study:
         if name not in self.stage_wall or elapsed > 1.0:  # a skipped stage keeps the time it took when it ran
             self.stage_wall[name] = self.stage_wall.get(name, 0.0) + elapsed
         return result
+
+
+def _variant_trl_defaults(variant: Any, source: str, arm: str) -> dict[str, Any]:
+    """The GRPOConfig settings a variant takes from its paper, for the arm's variant section."""
+    from rl.config import build_dataclass
+    from rl.variants import VARIANTS
+
+    raw = {"name": variant} if isinstance(variant, str) else dict(variant)
+    name = raw.pop("name", arm)
+    if name not in VARIANTS:
+        raise ConfigError(
+            source, f"methods.{arm}.variant.name", f"unknown variant {name!r}; known: {sorted(VARIANTS)}"
+        )
+    spec = build_dataclass(VARIANTS[name].Spec, raw, source, f"methods.{arm}.variant.")
+    return dict(VARIANTS[name].trl_defaults(spec))
 
 
 def _cuda_count() -> int:
