@@ -208,7 +208,7 @@ class BrevityTrainer(GRPOTrainer):
             "logprobs": None,  # TRL recomputes old log-probs itself when it needs them
             "env_mask": [s.loss_mask for s in samples],
             "finish_reason": [s.finish_reason for s in samples],
-            PROMPT_OPENS_THINK: [self._opens_think(tuple(s.prompt_ids)) for s in samples],
+            PROMPT_OPENS_THINK: [self._opens_think(s.prompt_ids) for s in samples],
         }
         for key in ("exit_rank", "exit_position", "staleness"):
             if samples and key in samples[0].extras:
@@ -218,13 +218,10 @@ class BrevityTrainer(GRPOTrainer):
             out[column] = [row.get(column) for row in carried]
         return out
 
-    def _opens_think(self, prompt_ids: tuple[int, ...]) -> bool:
+    def _opens_think(self, prompt_ids: list[int]) -> bool:
         """Whether a prompt leaves a think block open (R1-distill templates end with `<think>`): an answer then has
-        to follow `</think>` (issue 13). Cached: a group's G samples share their prompt."""
-        cache = self.__dict__.setdefault("_opens_think_cache", {})
-        if prompt_ids not in cache:
-            cache[prompt_ids] = opens_think(self.processing_class.decode(list(prompt_ids)))
-        return cache[prompt_ids]
+        to follow `</think>` (issue 13). The generation prompt is at the end: its last 32 tokens decide."""
+        return opens_think(self.processing_class.decode(list(prompt_ids[-32:])))
 
     def _fill_rollout_fields(self, inputs: list[dict[str, Any]], prompts: list[Any], completion_ids: Any) -> None:
         """`rollout.engine: trl` (TRL generates, no rollout function): derive what brevity's rollouts pass. A
