@@ -38,6 +38,24 @@ from rl.study.config import EvalSpec, StudyConfig, load_study
 __all__ = ["Study", "main"]
 
 
+# The budget every arm shares, whatever its paper's defaults say: the same steps, prompts, samples per prompt and
+# optimiser schedule (GRPO-lambda's and DLER's papers use G = 16, for instance; the study holds G fixed).
+CONTROLLED = frozenset(
+    {
+        "num_generations",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "steps_per_generation",
+        "max_steps",
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "warmup_ratio",
+        "seed",
+    }
+)
+
+
 class StageError(RuntimeError):
     """A stage's command failed; its log names why."""
 
@@ -154,7 +172,6 @@ class Study:
             variant = m.experiment.get("variant", {})
             if isinstance(variant, dict) and variant.get("name") == "curriculum_budget":
                 from rewards.schedules import make_schedule
-
                 from rl.variants.curriculum_budget import Spec
 
                 raw = dict(variant.get("schedule") or Spec().schedule)
@@ -195,12 +212,13 @@ class Study:
 
     def arm_config(self, method: Any, warm_start: Path) -> dict[str, Any]:
         """The arm's complete experiment YAML: the shared train settings, except those its variant sets from its
-        paper (e.g. UloRL's temperature, DLER's length cap), then the method's own `train` overrides."""
+        paper (e.g. UloRL's temperature, DLER's length cap) and that are not the shared budget (`CONTROLLED`),
+        then the method's own `train` overrides."""
         exp = dict(method.experiment)
         data = {"train": str(self.data / "train.jsonl"), "template": self.config.template, "seed": self.seed}
         data.update(exp.pop("data", {}) or {})
         paper = _variant_trl_defaults(exp["variant"], self.config.source, method.name)
-        train = {k: v for k, v in self.config.train.items() if k not in paper}
+        train = {k: v for k, v in self.config.train.items() if k not in paper or k in CONTROLLED}
         train.update(exp.pop("train", {}) or {})
         train.setdefault("seed", self.seed)
         train.update(output_dir=str(self.out / "arms" / method.name / "model"), report_to="none")

@@ -73,6 +73,18 @@ def test_presets_parse_with_every_method():
             parse_config(raw, f"{preset}:{method.name}")
 
 
+def test_arms_share_the_budget_and_keep_their_papers_settings():
+    config = parse_study(TINY, "tiny.yaml")
+    study = Study(config, Path("/nonexistent"), seed=0)
+    arms = {m.name: study.arm_config(m, Path("warm")) for m in config.methods}
+    for arm in arms.values():  # the controlled budget, whatever a paper's default (GRPO-lambda's and DLER's G = 16)
+        assert arm["num_generations"] == 8 and arm["max_steps"] == 60 and arm["learning_rate"] == 2.0e-4
+        assert arm["per_device_train_batch_size"] == 64 and arm["model"] == "warm"
+    assert "temperature" not in arms["ulorl"] and "max_completion_length" not in arms["dler"]  # the papers' own
+    assert arms["grpo"]["temperature"] == 1.0 and arms["grpo"]["max_completion_length"] == 192
+    assert arms["curriculum_budget"]["data"]["template"] == "budget" and arms["grpo"]["data"]["template"] == "plain"
+
+
 def test_failed_arm_keeps_finished_stages_and_the_rerun_skips_them(tmp_path):
     raw = small_preset(grpo={"variant": {"name": "grpo"}, "train": {"learning_rat": 1.0}})
     config = parse_study(raw, "small.yaml")
