@@ -78,6 +78,7 @@ def parse_sft_config(raw: Any, source: str = "<config>") -> SftExperiment:
     import torch
 
     raw.setdefault("bf16", torch.cuda.is_available())
+    raw.setdefault("dataloader_pin_memory", torch.cuda.is_available())  # no pinned memory (and no warning) on a CPU
     try:
         sft = SFTConfig(**raw)
     except (TypeError, ValueError) as e:
