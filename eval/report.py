@@ -126,7 +126,8 @@ def plot_accuracy_vs_tokens(
         if mean is None or acc is None:
             continue
         y, yerr = 100 * acc, 100 * (se or 0.0)
-        xerr = [[mean - p10], [p90 - mean]] if p10 is not None and p90 is not None else None
+        # the mean can fall outside p10-p90 in a skewed distribution (most samples at one length, a few far off)
+        xerr = [[max(mean - p10, 0.0)], [max(p90 - mean, 0.0)]] if p10 is not None and p90 is not None else None
         ax.errorbar(
             mean, y, yerr=yerr if se is not None else None, xerr=xerr, fmt=markers[i % len(markers)],
             markersize=7, capsize=3, elinewidth=1, label=label, clip_on=False,

@@ -106,3 +106,10 @@ def test_compare_errors_name_missing_paths(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"summary\.json.*no_summary"):
         compare_main([str(empty), "--out", str(tmp_path)])
+
+
+def test_accuracy_plot_with_the_mean_outside_p10_p90(tmp_path: Path) -> None:
+    """A skewed run (most samples at one length, a few far longer) has its mean above p90: still a plot."""
+    summary = {**SUMMARY, "tokens": {"mean": 40.0, "p10": 30.0, "p90": 31.0}, "accuracy_stderr": 0.01}
+    out = plot_accuracy_vs_tokens([("runs/x", "eval", summary)], tmp_path / "acc.png", title="t")
+    assert out.read_bytes()[:8] == PNG_MAGIC
