@@ -182,9 +182,18 @@ class BrevityTrainer(GRPOTrainer):
     def _segment_batch(self, ids: list[list[int]], keys: list[str | None]) -> list[Sample]:
         """UloRL step: admit this step's prompts and decode one segment for every unfinished sample; released groups
         (possibly admitted steps ago, so keyed by their own dataset row) fill the batch. While too few are ready,
-        more dataset rows are admitted and another segment decoded (warm-up), so unfinished samples carry over."""
-        want = len(ids) * self.num_generations
-        ready = self._ready + self._strategy.generate(ids, keys=keys)
+        more dataset rows are admitted and another segment decoded (warm-up), so unfinished samples carry over.
+
+        Released samples left over from an earlier call (a call may release more groups than a batch takes; warm-up
+        rows release later on top of each step's own prompts) fill the batch first, and only as many of this call's
+        prompts are admitted as the batch still lacks (the rest are skipped, as dataset rows). Admitting them all kept
+        that surplus for good: every later batch then trained on samples one optimizer step old, which POIS treats as
+        on-policy (ratio 1, nothing clipped), and that alone degraded training (issue: ulorl instability)."""
+        G = self.num_generations
+        want = len(ids) * G
+        admit = min(len(ids), max(0, -(-(want - len(self._ready)) // G)))
+        self._metrics["train"]["ulorl/carried_ready"].append(float(len(self._ready)))
+        ready = self._ready + self._strategy.generate(ids[:admit], keys=keys[:admit])
         rounds = 0
         while len(ready) < want:
             if rounds >= MAX_SEGMENT_ROUNDS:

@@ -182,6 +182,26 @@ def test_ulorl_carries_unfinished_samples_and_masks_mastered_tokens(tiny_model_p
     assert torch.equal(out["tool_mask"][completion_mask] == 0, expected[completion_mask])
 
 
+def test_ulorl_released_surplus_fills_the_next_batches(tiny_model_path: str, tmp_path: Path) -> None:
+    """A segment call can release more groups than the batch takes (carried warm-up rows release on top of a step's
+    own prompts). That surplus fills the next batches and only the prompts a batch still lacks are admitted. Before,
+    every call admitted all of its prompts, the surplus stayed for good, and every later batch trained on samples one
+    optimizer step older than they had to be, which POIS then treats as on-policy (the CPU study's ulorl decline)."""
+    variant = {"name": "ulorl", "segment_length": 4, "max_total_tokens": 8, "dynamic_sampling": False}
+    trainer = build(tiny_model_path, tmp_path, variant, max_completion_length=4)
+    # the random tiny model never stops within 8 tokens: every sample takes exactly two segments
+    trainer._generate_and_score_completions(inputs(problems(4), G))  # 4 groups + 4 warm-up groups carried over
+    assert trainer._strategy.pending == 4 * G and trainer._ready == []
+    ready = []
+    for step in range(1, 5):  # 2 prompts a step from now on: the 4 carried groups release, 2 are surplus
+        trainer.state.global_step = step
+        out = trainer._generate_and_score_completions(inputs(problems(2, start=10 * step), G))
+        assert out["completion_ids"].shape[0] == 2 * G
+        ready.append(len(trainer._ready))
+    assert ready[0] == 2 * G, "step 1 released more groups than it trains on"
+    assert ready[2:] == [0, 0], f"the surplus must be used up, not kept: left over after each step {ready}"
+
+
 def test_format_length_trains_without_answers(tiny_model_path: str, tmp_path: Path) -> None:
     questions = [{"question": f"What is {k} + {k}?"} for k in range(8)]
     data = {"train": write_jsonl(tmp_path / "q.jsonl", questions), "columns": {"prompt": "question", "answer": None}}
