@@ -289,10 +289,13 @@ class Study:
         stats: dict[str, dict[str, Any]] = {}
         for name in self.eval_targets(warm_start):
             folder = self.out / "eval" / name
-            summary = json.loads((folder / "summary.json").read_text())["benchmarks"]
+            # keyed by the benchmark file's name, not its path: a study folder that was moved or copied still tables
+            summary = {
+                Path(k).name: v for k, v in json.loads((folder / "summary.json").read_text())["benchmarks"].items()
+            }
             stats[name] = {
                 split: split_stats(
-                    summary[str(self.data / f"{split}.jsonl")],
+                    summary[f"{split}.jsonl"],
                     read_tokens(folder / "samples" / f"{split}.jsonl"),
                     splits[split]["minimal_tokens"],
                 )
