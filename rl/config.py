@@ -364,13 +364,17 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment YAML."""
+def load_yaml_file(path: str | Path, what: str = "experiment config") -> Any:
+    """The mapping in a YAML file (YAML 1.2 numbers); a missing file or bad YAML is an error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"experiment config {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        raw = read_yaml(path.read_text())
+        return read_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(str(path), "<yaml>", f"not valid YAML: {e}") from None
-    return parse_config(raw or {}, str(path))
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML."""
+    return parse_config(load_yaml_file(path), str(path))

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rl.config import ConfigError, build_dataclass
+from rl.config import ConfigError, build_dataclass, load_yaml_file
+from rl.train import resolve_resume
 
 logger = logging.getLogger("brevity.sft")
 
@@ -87,14 +86,7 @@ def parse_sft_config(raw: Any, source: str = "<config>") -> SftExperiment:
 
 
 def load_sft_config(path: str | Path) -> SftExperiment:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sft config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "<yaml>", f"not valid YAML: {e}") from None
-    return parse_sft_config(raw or {}, str(path))
+    return parse_sft_config(load_yaml_file(path, "sft config"), str(path))
 
 
 def build_dataset(config: SftExperiment) -> Any:
@@ -136,11 +128,6 @@ def build_trainer(config: SftExperiment) -> Any:
     return SFTTrainer(model=model, args=config.sft, train_dataset=dataset, processing_class=tokenizer)
 
 
-def latest_checkpoint(output_dir: str | Path) -> str | None:
-    ckpts = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda q: int(q.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="brevity sft", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="SFT experiment YAML")
@@ -149,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = load_sft_config(args.config)
-        resume = latest_checkpoint(config.sft.output_dir) if args.resume == "latest" else args.resume
-        if resume is not None and not Path(resume).is_dir():
-            raise FileNotFoundError(f"--resume: no checkpoint folder {resume}")
+        resume = resolve_resume(args.resume, config.sft.output_dir)  # checked before the model loads, as in train
         trainer = build_trainer(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

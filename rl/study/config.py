@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rl.config import ConfigError, build_dataclass
+from rl.config import ConfigError, build_dataclass, load_yaml_file
 from rl.study.traces import Redundancy, SumTask
 
 __all__ = ["EvalSpec", "Method", "StudyConfig", "load_study"]
@@ -137,11 +135,4 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
 
 
 def load_study(path: str | Path) -> StudyConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"study config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "<yaml>", f"not valid YAML: {e}") from None
-    return parse_study(raw or {}, str(path))
+    return parse_study(load_yaml_file(path, "study config"), str(path))

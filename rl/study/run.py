@@ -34,6 +34,7 @@ import yaml
 
 from rl.config import ConfigError
 from rl.study.config import EvalSpec, StudyConfig, load_study
+from rl.train import checkpoints
 
 __all__ = ["Study", "main"]
 
@@ -204,7 +205,7 @@ class Study:
             folder / "config.yaml",
             {"model": self.base_model(), "data": {"train": str(self.data / "sft.jsonl")}, **sft},
         )
-        resume = ["--resume", "latest"] if any(folder.glob("checkpoint-*")) else []
+        resume = ["--resume", "latest"] if checkpoints(folder) else []
         self.log("  warm start: brevity sft ...")
         wall = self._run("warm start", ["rl.sft", "--config", str(config), *resume], folder, threads=self.sft_threads)
         _mark(folder, wall_s=wall)
@@ -233,7 +234,7 @@ class Study:
         def job(method: Any, slot: int) -> None:
             folder = self.out / "arms" / method.name
             config = self._write_yaml(folder / "config.yaml", self.arm_config(method, warm_start))
-            resume = ["--resume", "latest"] if any((folder / "model").glob("checkpoint-*")) else []
+            resume = ["--resume", "latest"] if checkpoints(folder / "model") else []
             wall = self._run(f"arm {method.name}", ["rl.train", "--config", str(config), *resume], folder, slot)
             _mark(folder, wall_s=wall)
             self.log(f"  arm {method.name}: trained in {wall:.0f} s")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from rl.config import ConfigError
-from rl.sft import build_dataset, latest_checkpoint, main, parse_sft_config
+from rl.sft import build_dataset, main, parse_sft_config
 from rl.study.tiny_model import save_base
+from rl.train import checkpoints
 
 
 @pytest.fixture
@@ -51,10 +52,10 @@ def test_warm_start_trains_saves_checkpoints_and_resumes(data: Path, tmp_path: P
     )
     before = (base / "model.safetensors").read_bytes()
     assert main(["--config", str(cfg)]) == 0
-    assert latest_checkpoint(out) == str(out / "checkpoint-2")
+    assert checkpoints(out)[-1] == out / "checkpoint-2"
     assert (out / "model.safetensors").read_bytes() != before  # the weights moved
     assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
     cfg.write_text(cfg.read_text().replace("max_steps: 2", "max_steps: 3"))
     assert main(["--config", str(cfg), "--resume", "latest"]) == 0  # continues from checkpoint-2
-    assert latest_checkpoint(out) == str(out / "checkpoint-3")
+    assert checkpoints(out)[-1] == out / "checkpoint-3"
     assert main(["--config", str(cfg), "--resume", str(tmp_path / "nowhere")]) == 2
