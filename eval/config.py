@@ -11,7 +11,7 @@ from pathlib import Path
 from eval.samples import slug, write_atomic
 from rewards.grading import ANSWER_FORMATS
 from rollouts.data import FIELDS, FILE_SUFFIXES, DataSourceError
-from rollouts.engines import ENGINES
+from rollouts.engines import ENGINES, HF_MODES
 from rollouts.models import DEFAULT_MODEL
 from rollouts.templates import TEMPLATES
 from rollouts.types import SamplingParams
@@ -43,6 +43,7 @@ class EvalConfig:
     budget: int | None = None  # tokens, for the `budget` template
     columns: dict[str, str] | None = None  # local-file / hf: benchmarks: our field (prompt, answer, id) -> column
     engine: str = "auto"
+    engine_mode: str = "auto"  # the transformers engine's mode (rollouts/hf_engine.py); "auto": compiled on CUDA
     seed: int = 0
     batch_size: int = 64
     baseline: str | None = None
@@ -71,6 +72,10 @@ class EvalConfig:
             raise ValueError(f"unknown --template {self.template!r}; choose one of {sorted(TEMPLATES)}")
         if TEMPLATES[self.template].has_budget_slot != (self.budget is not None):
             raise ValueError("--budget N goes with --template budget (the only template with a token-budget slot)")
+        if self.engine_mode not in HF_MODES:
+            raise ValueError(f"unknown --engine-mode {self.engine_mode!r}; choose one of {list(HF_MODES)}")
+        if self.engine_mode != "auto" and self.engine == "vllm":
+            raise ValueError("--engine-mode sets the transformers engine's mode; it does not apply to --engine vllm")
         if self.answer_format not in ANSWER_FORMATS:
             raise ValueError(f"unknown --answer-format {self.answer_format!r}; choose one of {list(ANSWER_FORMATS)}")
         if self.engine not in ENGINES:
@@ -146,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=None, help="token budget of --template budget")
     p.add_argument("--answer-format", choices=ANSWER_FORMATS, help="default: answer_tag for think/budget, else boxed")
     p.add_argument("--engine", default=d.engine, choices=list(ENGINES))
+    p.add_argument(
+        "--engine-mode",
+        default=d.engine_mode,
+        choices=list(HF_MODES),
+        help="transformers engine: 'static' skips compiling (faster for a few thousand samples; default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="most requests per engine call")
     p.add_argument("--baseline", default=None, help="a finished eval folder: adds compression ratio and Δaccuracy")

@@ -63,6 +63,10 @@ def prepare(config: EvalConfig) -> Plan:
     """Everything that can fail cheaply, before a model is loaded: arguments, data, model, prompts, engine."""
     config.validate()
     engine = resolve_engine_name(config.engine)  # vllm not installed -> ModuleNotFoundError naming the extra
+    if engine != "transformers" and config.engine_mode != "auto":
+        raise ValueError(
+            f"--engine-mode {config.engine_mode} needs the transformers engine; this machine resolves {engine}"
+        )
     problems = {}
     for bench in config.benchmarks:
         columns = config.columns if takes_columns(bench) else None
@@ -141,7 +145,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 def _generate(config: EvalConfig, plan: Plan, todo: dict[str, list[tuple[Problem, int]]], out: Path) -> None:
     from rollouts.engines import make_engine  # looked up at call time: tests wrap the engine
 
-    engine = make_engine(plan.engine, plan.model_path, seed=config.seed)
+    mode = {"mode": config.engine_mode} if plan.engine == "transformers" else {}
+    engine = make_engine(plan.engine, plan.model_path, seed=config.seed, **mode)
     streams = _streams(engine)
     with SampleProgress(sum(len(v) for v in todo.values())) as progress:
         for bench, items in todo.items():

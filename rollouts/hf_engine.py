@@ -57,11 +57,12 @@ import torch
 import torch.nn.functional as F
 
 from rollouts.decode_attention import ragged_decode_attention, triton_available
+from rollouts.engines import HF_MODES
 from rollouts.types import Completion, Request, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-MODES = ("auto", "dynamic", "static", "compiled", "continuous")
+MODES = HF_MODES
 DECODE_ATTENTION = ("auto", "ragged", "window")
 _ATTN_NAME = "brevity_static"
 _M32 = 0xFFFFFFFF

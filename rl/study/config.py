@@ -48,6 +48,7 @@ class EvalSpec:
     template: str = "plain"
     budget: int | None = None
     answer_format: str = "boxed"
+    engine_mode: str = "auto"  # the transformers engine's mode; "static" skips compiling (see eval --engine-mode)
 
 
 @dataclass

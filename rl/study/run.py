@@ -266,6 +266,7 @@ class Study:
             argv += ["--k", str(spec.k), "--temperature", str(spec.temperature), "--top-p", str(spec.top_p)]
             argv += ["--max-tokens", str(spec.max_tokens), "--batch-size", str(spec.batch_size)]
             argv += ["--template", spec.template, "--answer-format", spec.answer_format]
+            argv += ["--engine-mode", spec.engine_mode]
             argv += ["--budget", str(spec.budget)] if spec.budget is not None else []
             wall = self._run(f"eval {name}", argv, folder, slot)
             _mark(folder, wall_s=wall)

@@ -188,6 +188,29 @@ def test_resume_after_interruption(tiny_model_path: str, tmp_path: Path, engines
     assert len(made) == engines_before and len(read_samples(path)) == 6
 
 
+def test_engine_mode_reaches_the_engine_and_keeps_greedy_samples(tiny_model_path: str, tmp_path: Path, engines):
+    """`--engine-mode static` (no compiling: what the study's GPU preset evaluates with) builds the transformers
+    engine in that mode, and greedy samples are the same tokens as the default mode's."""
+    made, use = engines
+    use()
+    config = {
+        "model": tiny_model_path,
+        "benchmarks": [RG],
+        "size": 3,
+        "k": 1,
+        "max_tokens": 6,
+        "engine": "transformers",
+    }
+    texts = {}
+    for mode in ("auto", "static"):
+        evaluate(EvalConfig(**config, out=str(tmp_path / mode), engine_mode=mode))
+        texts[mode] = [
+            (r["problem_id"], r["completion"]) for r in read_samples(tmp_path / mode / "samples" / f"{slug(RG)}.jsonl")
+        ]
+    assert [m.engine.mode for m in made] == ["dynamic", "static"]  # "auto" is dynamic on a CPU
+    assert sorted(texts["static"]) == sorted(texts["auto"])
+
+
 class InterruptedEngine:
     """The real engine, with Ctrl-C arriving after `after` samples of a batch have finished (mid-batch)."""
 
@@ -302,6 +325,7 @@ def local_jsonl(tmp_path: Path) -> Path:
         (["--benchmarks", "champ@hub"], "no hub copy"),  # a DataSourceError, raised without touching a network
         (["--template", "budget"], "--budget N"),
         (["--budget-cutoffs", "0"], "--budget-cutoffs"),
+        (["--engine", "vllm", "--engine-mode", "static"], "it does not apply to --engine vllm"),
     ],
 )
 def test_bad_input_named_before_generation(
