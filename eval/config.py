@@ -49,6 +49,9 @@ class EvalConfig:
     baseline: str | None = None
     budget_cutoffs: list[int] = field(default_factory=list)
     regrade_prefixes: bool = False  # budget sweep: grade each sample's first C tokens instead of "finished by C"
+    overthinking: bool = True  # tokens after the first correct answer (eval/overthinking.py; correct samples only)
+    overthinking_format: str | None = None  # the answer format that finds that answer; None: answer_format
+    difficulty_column: str | None = None  # bins of tokens_by_difficulty; None: each problem's solve rate
     label: str | None = None
 
     def __post_init__(self) -> None:
@@ -76,8 +79,11 @@ class EvalConfig:
             raise ValueError(f"unknown --engine-mode {self.engine_mode!r}; choose one of {list(HF_MODES)}")
         if self.engine_mode != "auto" and self.engine == "vllm":
             raise ValueError("--engine-mode sets the transformers engine's mode; it does not apply to --engine vllm")
-        if self.answer_format not in ANSWER_FORMATS:
-            raise ValueError(f"unknown --answer-format {self.answer_format!r}; choose one of {list(ANSWER_FORMATS)}")
+        for name in ("answer_format", "overthinking_format"):
+            value = getattr(self, name)
+            if value not in ANSWER_FORMATS and (value is not None or name == "answer_format"):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"unknown {flag} {value!r}; choose one of {list(ANSWER_FORMATS)}")
         if self.engine not in ENGINES:
             raise ValueError(f"unknown --engine {self.engine!r}; choose one of {list(ENGINES)}")
         if any(c < 1 for c in self.budget_cutoffs):
@@ -162,5 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, help="a finished eval folder: adds compression ratio and Δaccuracy")
     p.add_argument("--budget-cutoffs", type=int, nargs="*", default=[], help="token cutoffs for a budget sweep")
     p.add_argument("--regrade-prefixes", action="store_true", help="sweep: grade the first C tokens of each sample")
+    p.add_argument(
+        "--no-overthinking",
+        dest="overthinking",
+        action="store_false",
+        help="skip finding each correct sample's first correct answer (one pass over its tokens, quadratic in length)",
+    )
+    p.add_argument(
+        "--overthinking-format",
+        choices=ANSWER_FORMATS,
+        help="answer format that finds the first correct answer (default: --answer-format; 'any' counts a bare number)",
+    )
+    p.add_argument(
+        "--difficulty-column",
+        help="bin tokens by this column of the benchmark (e.g. level, num_terms); default: each problem's solve rate",
+    )
     p.add_argument("--label", default=None, help="run name in tables and plots")
     return p

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from eval.aes import accuracy_efficiency_score
+
 NOISY_MIN_SAMPLES = 16  # below this many samples per problem an AIME accuracy moves by points between seeds
 
 
@@ -126,11 +128,13 @@ def _pass_ks(k: int) -> list[int]:
 
 
 def compare_to_baseline(summary: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float]:
-    """compression_ratio = mean tokens / baseline mean tokens; accuracy_delta = accuracy - baseline (fraction 0..1)."""
-    base_mean = float(baseline["tokens"]["mean"])
-    mean = float(summary["tokens"]["mean"])
+    """compression_ratio = mean tokens / baseline mean tokens; accuracy_delta = accuracy - baseline (fraction 0..1);
+    aes = the Accuracy-Efficiency Score against the baseline (`eval.aes`, O1-Pruner's weights)."""
+    base_mean, base_acc = float(baseline["tokens"]["mean"]), float(baseline["accuracy"])
+    mean, acc = float(summary["tokens"]["mean"]), float(summary["accuracy"])
     ratio = mean / base_mean if base_mean > 0 else float("nan")
-    return {"compression_ratio": ratio, "accuracy_delta": float(summary["accuracy"]) - float(baseline["accuracy"])}
+    aes = accuracy_efficiency_score(acc, mean, base_acc, base_mean) if math.isfinite(mean + base_mean) else math.nan
+    return {"compression_ratio": ratio, "accuracy_delta": acc - base_acc, "aes": aes}
 
 
 def summarize(
@@ -140,7 +144,7 @@ def summarize(
 
     Keys: num_problems, samples_per_problem, accuracy, accuracy_stderr, pass_at_k ({"1": .., "2": .., .., str(k)}),
     maj_at_k, tokens, tokens_correct, tokens_think (``token_stats`` dicts), truncation_rate, accuracy_per_1k_tokens,
-    and with ``baseline``: compression_ratio, accuracy_delta.
+    and with ``baseline``: compression_ratio, accuracy_delta, aes.
     ``accuracy`` and ``maj_at_k`` use every sample of each problem. ``k`` is the largest pass@k reported (default:
     ``samples_per_problem``, the smallest per-problem sample count). ``accuracy_delta`` is in absolute fraction
     units (0.05 == five points). ``baseline`` is another ``summarize`` output.

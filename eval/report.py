@@ -41,8 +41,8 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]], *, baseline: str 
     """One markdown row per summary (keyed by a label such as ``run/benchmark``).
 
     Columns: accuracy ± stderr (%), pass@k for every k present (%), maj@k (%), mean/median/p90 tokens, truncation
-    rate (%), accuracy per 1k tokens, and compression / Δacc (points) when rows carry them or ``baseline`` names a
-    row to compare every row against.
+    rate (%), accuracy per 1k tokens, and compression / Δacc (points) / AES when rows carry them or ``baseline`` names
+    a row to compare every row against.
     """
     if baseline is not None and baseline not in summaries:
         raise KeyError(f"baseline {baseline!r} is not one of the rows: {list(summaries)}")
@@ -58,7 +58,7 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]], *, baseline: str 
     header = ["run", "acc % ± se", *[f"pass@{key} %" for key in pass_keys], "maj@k %"]
     header += ["mean tok", "median tok", "p90 tok", "trunc %", "acc/1k tok"]
     if relative:
-        header += ["compression", "Δacc pts"]
+        header += ["compression", "Δacc pts", "AES"]
 
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for label, s in rows.items():
@@ -75,8 +75,52 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]], *, baseline: str 
             cells += [
                 _fmt(s.get("compression_ratio"), ".2f", "×"),
                 MISSING if delta is None else f"{100 * delta:+.1f}",
+                _fmt(s.get("aes"), "+.3f"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def efficiency_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: per row, tokens written after the first correct answer (mean, median, p90), their share of correct
+    samples' tokens (%), outcome efficiency, and the budget sweep's area (`eval.overthinking`, `eval.efficiency`).
+    Empty when no row carries these keys."""
+    rows = {k: s for k, s in summaries.items() if "overthinking" in s or "budget_auc" in s}
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "Efficiency: tokens after the first correct answer (correct samples), outcome efficiency, budget-curve area:",
+        "",
+        "| run | after 1st correct: mean | median | p90 | share % | outcome eff. | budget AUC |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, s in rows.items():
+        o = s.get("overthinking") or {}
+        cells = [_fmt(o.get(f"tokens_after_first_correct{k}"), ".1f") for k in ("", "_median", "_p90")]
+        cells += [_pct(o.get("share_after_first_correct")), _fmt(o.get("outcome_efficiency"), ".3f")]
+        cells += [_fmt(s.get("budget_auc"), ".3f")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def difficulty_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: accuracy and mean tokens (all samples / correct ones) per difficulty bin of each row."""
+    rows = {k: s["tokens_by_difficulty"] for k, s in summaries.items() if s.get("tokens_by_difficulty")}
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "Tokens by difficulty bin:",
+        "",
+        "| run | by | bin | problems | acc % | mean tok | mean tok correct |",
+    ]
+    lines.append("|---|---|---|---:|---:|---:|---:|")
+    for label, d in rows.items():
+        for b in d["bins"]:
+            cells = [label, d["by"], b["bin"], str(b["problems"]), _pct(b["accuracy"])]
+            cells += [_fmt(b["mean_tokens"], ".1f"), _fmt(b["mean_tokens_correct"], ".1f")]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,14 +18,22 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eval.config import USER_ERRORS, EvalConfig, EvalInputError, build_parser, check_resume, takes_columns
+from eval.efficiency import budget_auc, problem_difficulty, tokens_by_difficulty
 from eval.metrics import budget_sweep, noisy_warning, summarize
+from eval.overthinking import mark_first_correct, overthinking_stats
 from eval.progress import SampleProgress
-from eval.report import markdown_table, plot_accuracy_vs_tokens, plot_budget_sweep
+from eval.report import (
+    difficulty_table,
+    efficiency_table,
+    markdown_table,
+    plot_accuracy_vs_tokens,
+    plot_budget_sweep,
+)
 from eval.samples import (
     append_samples,
     make_record,
@@ -57,6 +65,7 @@ class Plan:
     model_path: str
     engine: str
     tokenizer: Any
+    difficulty: dict[str, dict[str, Any]] = field(default_factory=dict)  # benchmark -> problem id -> its value
 
 
 def prepare(config: EvalConfig) -> Plan:
@@ -80,6 +89,7 @@ def prepare(config: EvalConfig) -> Plan:
         if (warning := noisy_warning(bench, config.k)) is not None:
             logger.warning(warning)
         problems[bench] = rows
+    difficulty = {bench: _difficulty(bench, rows, config.difficulty_column) for bench, rows in problems.items()}
     from rollouts.models import load_config, load_tokenizer, resolve_model
 
     model_path = resolve_model(config.model)  # unknown alias / missing path -> error naming it
@@ -99,7 +109,19 @@ def prepare(config: EvalConfig) -> Plan:
                     f"the model's context of {context} tokens"
                 )
     think_open = {bench: opens_think(tokenizer, next(iter(ids.values()))) for bench, ids in prompts.items()}
-    return Plan(problems, prompts, think_open, model_path, engine, tokenizer)
+    return Plan(
+        problems, prompts, think_open, model_path, engine, tokenizer, {b: d for b, d in difficulty.items() if d}
+    )
+
+
+def _difficulty(bench: str, rows: list[Problem], column: str | None) -> dict[str, Any]:
+    """Problem id -> its value in `column` ({} without a column); a problem without one fails before generation."""
+    if column is None:
+        return {}
+    values = {p.id: problem_difficulty(p.metadata, column) for p in rows}
+    if missing := [pid for pid, v in values.items() if v is None]:
+        raise ValueError(f"--difficulty-column {column!r}: benchmark {bench!r} has no such value for {missing[:3]}")
+    return values
 
 
 def _sample_seed(seed: int, problem_id: str, index: int) -> int:
@@ -228,11 +250,18 @@ def _summarize(config: EvalConfig, plan: Plan, baseline: dict[str, Any] | None, 
         if len(records) != len(rows) * config.k:
             raise RuntimeError(f"{bench}: {len(records)} samples on disk, expected {len(rows) * config.k}")
         base = (baseline or {}).get("benchmarks", {}).get(bench)
-        summaries[bench] = summarize(records, k=config.k, baseline=base)
+        s = summaries[bench] = summarize(records, k=config.k, baseline=base)
+        if config.overthinking:  # only correct samples are searched
+            mark_first_correct(records, plan.tokenizer, config.overthinking_format or config.answer_format)
+            s["overthinking"] = overthinking_stats(records)
+        s["tokens_by_difficulty"] = tokens_by_difficulty(
+            records, plan.difficulty.get(bench), name=config.difficulty_column or "column"
+        )
         if config.budget_cutoffs:
             if config.regrade_prefixes:
                 regrade_prefixes(records, config.budget_cutoffs, plan.tokenizer, config.answer_format)
-            sweeps[bench] = summaries[bench]["budget_sweep"] = budget_sweep(records, sorted(config.budget_cutoffs))
+            sweeps[bench] = s["budget_sweep"] = budget_sweep(records, sorted(config.budget_cutoffs))
+            s["budget_auc"] = budget_auc(sweeps[bench])
         if (w := noisy_warning(bench, config.k)) is not None:
             warnings.append(w)
     summary: dict[str, Any] = {"model": config.model, "label": label, "engine": plan.engine, "benchmarks": summaries}
@@ -244,8 +273,9 @@ def _summarize(config: EvalConfig, plan: Plan, baseline: dict[str, Any] | None, 
         summary["warnings"] = warnings
     summary = nan_to_none(summary)  # strict JSON: a statistic over no samples is null, not NaN
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    table = markdown_table({f"{label}/{slug(b) if takes_columns(b) else b}": s for b, s in summaries.items()})
-    write_atomic(out / "summary.md", table + _sweep_table(sweeps) + "".join(f"\n> {w}\n" for w in warnings))
+    labelled = {f"{label}/{slug(b) if takes_columns(b) else b}": s for b, s in summaries.items()}
+    tables = markdown_table(labelled) + efficiency_table(labelled) + difficulty_table(labelled) + _sweep_table(sweeps)
+    write_atomic(out / "summary.md", tables + "".join(f"\n> {w}\n" for w in warnings))
     rows = [(label, slug(b) if takes_columns(b) else b, s) for b, s in summaries.items()]
     plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png", title=f"{label}: accuracy vs mean tokens")
     if sweeps:
