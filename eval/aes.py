@@ -1,4 +1,4 @@
-"""The Accuracy-Efficiency Score (AES) of a run against a baseline run (O1-Pruner, Luo et al. 2025, arXiv 2501.12570)."""
+"""The Accuracy-Efficiency Score (AES) of a run against a baseline (O1-Pruner, Luo et al. 2025, arXiv 2501.12570)."""
 
 from __future__ import annotations
 

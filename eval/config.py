@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overthinking-format",
         choices=ANSWER_FORMATS,
-        help="answer format that finds the first correct answer (default: --answer-format; 'any' counts a bare number)",
+        help="answer format that finds the first correct answer (default: --answer-format; 'any': a bare number too)",
     )
     p.add_argument(
         "--difficulty-column",

@@ -73,7 +73,7 @@ def first_correct_tokens(completion: str, reference: str, tokenizer: Any, answer
 
 
 def mark_first_correct(records: Iterable[dict[str, Any]], tokenizer: Any, answer_format: str) -> None:
-    """Add `first_correct_tokens` and `retokenized_tokens` to every correct record (in memory; wrong ones untouched)."""
+    """Add `first_correct_tokens` and `retokenized_tokens` to each correct record (in memory; wrong ones untouched)."""
     for record in records:
         if record["correct"] and "first_correct_tokens" not in record:
             n, total = first_correct_tokens(record["completion"], record["reference"] or "", tokenizer, answer_format)

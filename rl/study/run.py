@@ -268,6 +268,11 @@ class Study:
             argv += ["--template", spec.template, "--answer-format", spec.answer_format]
             argv += ["--engine-mode", spec.engine_mode]
             argv += ["--budget", str(spec.budget)] if spec.budget is not None else []
+            # efficiency metrics: tokens by number of terms; the accuracy-within-budget curve at 1/8..1 of the cap;
+            # the first correct answer read as the last number written (a partial sum of positive terms never equals
+            # the total, so it is the moment the sum was first computed, not only when it was boxed)
+            argv += ["--difficulty-column", "terms", "--overthinking-format", "any", "--budget-cutoffs"]
+            argv += [str(max(1, spec.max_tokens * n // 8)) for n in (1, 2, 4, 8)]
             wall = self._run(f"eval {name}", argv, folder, slot)
             _mark(folder, wall_s=wall)
             self.log(f"  eval {name}: {wall:.0f} s")
@@ -277,6 +282,7 @@ class Study:
             raise StageError(next(iter(failed.values())))
 
     def stage_table(self, warm_start: Path, command: str, wall_s: float) -> dict[str, Any]:
+        from eval.samples import nan_to_none
         from rl.study.table import arm_row, markdown, plot, read_tokens, split_stats
         from rollouts.models import load_tokenizer
 
@@ -330,7 +336,7 @@ class Study:
             "arms": arms,
             "failed_arms": sorted(self.failed),
         }
-        (self.out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
+        (self.out / "study.json").write_text(json.dumps(nan_to_none(study), indent=2, allow_nan=False) + "\n")
         (self.out / "study.md").write_text(markdown(study))
         plot(study, self.out / "study.png")
         return study

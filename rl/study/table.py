@@ -6,7 +6,12 @@ percentiles), so the study reports exactly what `brevity eval` measured. Arithme
 - compression = warm start's mean tokens / arm's mean tokens (2.0 = half the tokens);
 - Δaccuracy = arm's accuracy − warm start's accuracy, in points;
 - over minimal = arm's mean tokens − the minimal trace's mean tokens (+1 for the end-of-sequence token, which eval
-  counts) on the same problems: the part of the cost no method needs.
+  counts) on the same problems: the part of the cost no method needs;
+- the efficiency table, from the same summaries (`eval/overthinking.py`, `eval/efficiency.py`, `eval/aes.py`): tokens
+  written after the first correct answer (mean over correct samples), outcome efficiency, the area under accuracy
+  within a token budget, the Accuracy-Efficiency Score against the warm start, and mean tokens per number of terms.
+  A summary written before these metrics existed gives null (`–`); re-running `brevity eval` into its folder adds
+  them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from eval.aes import accuracy_efficiency_score
 
 __all__ = ["arm_row", "markdown", "plot", "split_stats"]
 
@@ -38,18 +45,33 @@ def split_stats(summary: dict[str, Any], tokens: list[int], minimal_tokens: floa
         "minimal_tokens": minimal_tokens,
         "tokens_over_minimal": mean - minimal_tokens,
         "samples": len(tokens),
+        **efficiency_stats(summary),
+    }
+
+
+def efficiency_stats(summary: dict[str, Any]) -> dict[str, Any]:
+    """The efficiency metrics of eval's summary of one split; None where the summary lacks them."""
+    over = summary.get("overthinking") or {}
+    by = summary.get("tokens_by_difficulty") or {}
+    return {
+        "tokens_after_first_correct": over.get("tokens_after_first_correct"),
+        "outcome_efficiency": over.get("outcome_efficiency"),
+        "budget_auc": summary.get("budget_auc"),
+        "difficulty_by": by.get("by"),
+        "tokens_by_difficulty": {b["bin"]: b["mean_tokens"] for b in by.get("bins", [])} or None,
     }
 
 
 def arm_row(stats: dict[str, Any], warm: dict[str, Any] | None) -> dict[str, Any]:
-    """Add compression and Δaccuracy against the warm start (None for the warm start itself or the base)."""
+    """Add compression, Δaccuracy and the Accuracy-Efficiency Score (`eval.aes`, O1-Pruner's weights) against the warm
+    start (None for the warm start itself or the base, and AES None where the warm start solved nothing)."""
     row = dict(stats)
+    row["compression"] = row["delta_accuracy"] = row["aes"] = None
     if warm is not None and stats["mean_tokens"] > 0:
         row["compression"] = warm["mean_tokens"] / stats["mean_tokens"]
         row["delta_accuracy"] = 100.0 * (stats["accuracy"] - warm["accuracy"])
-    else:
-        row["compression"] = None
-        row["delta_accuracy"] = None
+        aes = accuracy_efficiency_score(stats["accuracy"], stats["mean_tokens"], warm["accuracy"], warm["mean_tokens"])
+        row["aes"] = None if math.isnan(aes) else aes
     return row
 
 
@@ -80,10 +102,14 @@ def markdown(study: dict[str, Any]) -> str:
                 f"| {_fmt(s['compression'], '.2f', 'x')} | {s['tokens_over_minimal']:+.1f} "
                 f"| {100 * s['truncation_rate']:.1f}% | {_fmt(arm.get('train_wall_s'), '.0f', ' s')} |"
             )
-        lines.append("")
+        lines += ["", *_efficiency_lines(study, split), ""]
     lines += [
         f"{meta['eval']}. Compression = warm start's mean tokens / arm's; over minimal = mean tokens − the minimal "
-        "correct trace's tokens on the same problems (the floor no method can beat).",
+        "correct trace's tokens on the same problems (the floor no method can beat). Tokens after 1st correct: mean "
+        "over correct samples of the tokens written after the answer first appeared; outcome efficiency = mean of "
+        "(tokens to the first correct answer / tokens) with wrong samples at 0; budget AUC = mean accuracy over token "
+        "budgets up to the largest cutoff; AES = (L_warm − L)/L_warm + 3·ΔA/A_warm if accuracy rose, "
+        "else − 5·|ΔA|/A_warm (O1-Pruner).",
         "",
         f"Command: `{meta['command']}`  ",
         f"Commit: `{meta['commit']}`  ",
@@ -92,6 +118,26 @@ def markdown(study: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _efficiency_lines(study: dict[str, Any], split: str) -> list[str]:
+    """The split's efficiency table: over-thinking, budget-curve area, AES vs the warm start, tokens by difficulty."""
+    arms = study["arms"]
+    by = next((a[split]["difficulty_by"] for a in arms.values() if a[split].get("difficulty_by")), "difficulty")
+    lines = [
+        f"| arm | tokens after 1st correct | outcome eff. | budget AUC | AES vs warm start | mean tokens by {by} |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, arm in arms.items():
+        s = arm[split]
+        bins = s.get("tokens_by_difficulty") or {}
+        lines.append(
+            f"| {name} | {_fmt(s.get('tokens_after_first_correct'), '.1f')} "
+            f"| {_fmt(s.get('outcome_efficiency'), '.3f')} | {_fmt(s.get('budget_auc'), '.3f')} "
+            f"| {_fmt(s.get('aes'), '+.3f')} "
+            f"| {', '.join(f'{k}: {v:.1f}' for k, v in bins.items()) or '–'} |"
+        )
+    return lines
 
 
 def plot(study: dict[str, Any], path: Path) -> None:

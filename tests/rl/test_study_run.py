@@ -136,3 +136,45 @@ def test_killed_study_resumes_at_the_first_unfinished_stage_and_writes_the_table
         assert {"accuracy", "accuracy_stderr", "mean_tokens", "minimal_tokens"} <= set(arm)
         assert 0.0 <= arm["accuracy"] <= 1.0 and arm["minimal_tokens"] > 5
     assert (out / "study.png").is_file() and "| dler |" in (out / "study.md").read_text()
+
+
+def test_study_evaluations_carry_the_efficiency_metrics_into_the_table(tmp_path, tiny_model_path, monkeypatch):
+    """The eval commands the study writes, run in this process on the tiny model, feed study.json and study.md with
+    tokens after the first correct answer, the budget-curve area and tokens by number of terms."""
+    import eval.run
+
+    raw = small_preset()
+    raw["model"] = {"base": tiny_model_path}
+    study = Study(parse_study(raw, "small.yaml"), tmp_path, seed=0, log=lambda m: None)
+    study.stage_data()
+    commands = []
+
+    def run_here(name, argv, folder, slot=0, threads=None):
+        commands.append(argv)
+        assert argv[0] == "eval.run" and eval.run.main(argv[1:]) == 0
+        return 1.0
+
+    monkeypatch.setattr(study, "_run", run_here)
+    monkeypatch.setenv("BREVITY_THREADS", "1")
+    study.stage_eval(Path(tiny_model_path))
+    assert len(commands) == 2  # base and warm start (no arm finished)
+    argv = commands[0]
+    assert argv[argv.index("--budget-cutoffs") + 1 :][:4] == ["2", "4", "8", "16"]  # 1/8 .. 1 of max_tokens 16
+    assert argv[argv.index("--difficulty-column") + 1] == "terms"
+
+    study.stage_wall = {"eval": 2.0}
+    table = study.stage_table(Path(tiny_model_path), "brevity study --config small.yaml", 2.0)
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    on_disk = json.loads((tmp_path / "study.json").read_text(), parse_constant=refuse)  # strict JSON
+    warm = on_disk["arms"]["warm_start"]
+    assert warm["accuracy"] == table["arms"]["warm_start"]["accuracy"]
+    for split in ("eval", "hard"):
+        s = warm[split]
+        assert 0.0 <= s["budget_auc"] <= 1.0 and s["difficulty_by"] == "terms"
+        assert s["outcome_efficiency"] is not None  # 0.0 when nothing is correct
+        terms = {json.loads(line)["terms"] for line in (tmp_path / "data" / f"{split}.jsonl").read_text().splitlines()}
+        assert set(s["tokens_by_difficulty"]) == {str(t) for t in terms}
+    assert "| arm | tokens after 1st correct | outcome eff. | budget AUC |" in (tmp_path / "study.md").read_text()
