@@ -41,6 +41,7 @@ class EvalConfig:
     template: str = "boxed"
     answer_format: str | None = None  # None: "answer_tag" when the template asks for <answer> tags, else "boxed"
     budget: int | None = None  # tokens, for the `budget` template
+    budgets: list[int] = field(default_factory=list)  # several budgets: one evaluation each (eval/budgets.py)
     columns: dict[str, str] | None = None  # local-file / hf: benchmarks: our field (prompt, answer, id) -> column
     engine: str = "auto"
     engine_mode: str = "auto"  # the transformers engine's mode (rollouts/hf_engine.py); "auto": compiled on CUDA
@@ -73,8 +74,12 @@ class EvalConfig:
             raise ValueError(f"--benchmarks {self.benchmarks}: two of them would share a samples file")
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown --template {self.template!r}; choose one of {sorted(TEMPLATES)}")
-        if TEMPLATES[self.template].has_budget_slot != (self.budget is not None):
+        if self.budget is not None and self.budgets:
+            raise ValueError("give --budget N (one evaluation) or --budgets N [N ...] (one per budget), not both")
+        if TEMPLATES[self.template].has_budget_slot != (self.budget is not None or bool(self.budgets)):
             raise ValueError("--budget N goes with --template budget (the only template with a token-budget slot)")
+        if any(b < 1 for b in self.budgets):
+            raise ValueError(f"--budgets must be positive token counts, got {self.budgets}")
         if self.engine_mode not in HF_MODES:
             raise ValueError(f"unknown --engine-mode {self.engine_mode!r}; choose one of {list(HF_MODES)}")
         if self.engine_mode != "auto" and self.engine == "vllm":
@@ -155,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=d.top_p)
     p.add_argument("--template", default=d.template, choices=sorted(TEMPLATES))
     p.add_argument("--budget", type=int, default=None, help="token budget of --template budget")
+    p.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=[],
+        help="several budgets of --template budget: one evaluation each in OUT/budget_<B>/, compared in budgets.md",
+    )
     p.add_argument("--answer-format", choices=ANSWER_FORMATS, help="default: answer_tag for think/budget, else boxed")
     p.add_argument("--engine", default=d.engine, choices=list(ENGINES))
     p.add_argument(

@@ -124,6 +124,21 @@ def difficulty_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budgets_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per (budget, benchmark): accuracy, mean tokens and how closely the budget was kept."""
+    lines = [
+        "| budget | benchmark | acc % ± se | mean tok | within budget % | mean abs deviation % | mean overshoot tok |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc, se = _pct(r["accuracy"]), r.get("accuracy_stderr")
+        cells = [str(r["budget"]), r["benchmark"], acc if se is None or acc == MISSING else f"{acc} ± {100 * se:.1f}"]
+        cells += [_fmt(r["mean_tokens"], ".1f"), _pct(r["within_budget_rate"]), _pct(r["mean_abs_deviation"])]
+        cells += [_fmt(r["mean_overshoot"], ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

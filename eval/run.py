@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.config import USER_ERRORS, EvalConfig, EvalInputError, build_parser, check_resume, takes_columns
-from eval.efficiency import budget_auc, problem_difficulty, tokens_by_difficulty
+from eval.efficiency import budget_adherence, budget_auc, problem_difficulty, tokens_by_difficulty
 from eval.metrics import budget_sweep, noisy_warning, summarize
 from eval.overthinking import mark_first_correct, overthinking_stats
 from eval.progress import SampleProgress
@@ -262,6 +262,8 @@ def _summarize(config: EvalConfig, plan: Plan, baseline: dict[str, Any] | None, 
                 regrade_prefixes(records, config.budget_cutoffs, plan.tokenizer, config.answer_format)
             sweeps[bench] = s["budget_sweep"] = budget_sweep(records, sorted(config.budget_cutoffs))
             s["budget_auc"] = budget_auc(sweeps[bench])
+        if config.budget is not None:  # the prompt asked for `budget` tokens
+            s["budget_adherence"] = budget_adherence(records, config.budget)
         if (w := noisy_warning(bench, config.k)) is not None:
             warnings.append(w)
     summary: dict[str, Any] = {"model": config.model, "label": label, "engine": plan.engine, "benchmarks": summaries}
@@ -316,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     config = EvalConfig(**vars(build_parser().parse_args(argv)))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     configure_threads()
+    if config.budgets:  # one evaluation per prompt budget, side by side
+        from eval.budgets import evaluate_budgets
+
+        code = run_cli(lambda: evaluate_budgets(config), config.out)
+        if code == 0:
+            print((Path(config.out) / "budgets.md").read_text())
+            print(f"wrote {config.out}/budgets.json, budgets.md and budget_<B>/ (one evaluation per budget)")
+        return code
     code = run_cli(lambda: evaluate(config), config.out)
     if code == 0:
         print((Path(config.out) / "summary.md").read_text())

@@ -99,3 +99,26 @@ def test_tokens_after_the_first_correct_answer_end_to_end(tiny_model_path: str, 
 
     off = evaluate(EvalConfig(**config, out=str(tmp_path / "off"), overthinking=False))
     assert "overthinking" not in off["benchmarks"]["gsm8k"]
+
+
+def test_budget_conditioned_model_at_several_budgets(tiny_model_path: str, tmp_path: Path, levelled: Path, capsys):
+    """`--budgets 2 5`: one evaluation per prompt budget, and how closely the tiny model kept each one."""
+    out = tmp_path / "budgets"
+    argv = ["--model", tiny_model_path, "--engine", "transformers", "--benchmarks", str(levelled), "--out", str(out)]
+    argv += ["--columns", "prompt=question", "--template", "budget", "--max-tokens", "4"]
+    assert main([*argv, "--budgets", "2", "5"]) == 0
+    result = _strict(out / "budgets.json")
+    assert [(r["budget"], r["benchmark"]) for r in result["rows"]] == [(2, str(levelled)), (5, str(levelled))]
+    for row in result["rows"]:
+        budget = row["budget"]
+        records = [json.loads(line) for line in (out / f"budget_{budget}" / "samples" / "sums.jsonl").open()]
+        tokens = [r["num_tokens"] for r in records]
+        assert row["within_budget_rate"] == sum(t <= budget for t in tokens) / 4
+        assert row["mean_overshoot"] == pytest.approx(sum(max(t - budget, 0) for t in tokens) / 4)
+        assert row["mean_abs_deviation"] == pytest.approx(sum(abs(t - budget) for t in tokens) / 4 / budget)
+        summary = _strict(out / f"budget_{budget}" / "summary.json")
+        assert summary["config"]["budget"] == budget and "budget_adherence" in summary["benchmarks"][str(levelled)]
+    assert result["rows"][0]["within_budget_rate"] <= result["rows"][1]["within_budget_rate"]  # 4 tokens at most
+    assert "| 5 | " in (out / "budgets.md").read_text()
+    assert main([*argv, "--budgets", "2", "--budget", "3", "--out", str(tmp_path / "both")]) == 2
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "both").exists()
