@@ -6,10 +6,16 @@ rollout function, `trainer_state`, `log_extra` and `log_metric`. `completions` a
 (`[{"role": "assistant", "content": ...}]`) for conversational data. Grading goes through `rewards.grading`, shared
 with `eval/`, so training and evaluation agree on what counts as correct.
 
+Besides TRL's arguments, brevity's trainer passes two fields per completion on every generation path (its own
+rollouts, transformers or vLLM, and TRL's generation with `rollout.engine: trl`): `finish_reason`, "length" when the
+completion hit its token cap without an EOS and "stop" otherwise, and `num_tokens`, its length in tokens (the stop
+token included, as in `completion_ids`). Rewards read them through `finished_flags` and `token_lengths`, which fall
+back to inferring them when a caller passes neither (a reward called by hand).
+
 Unfinished completions (issue 13): where the prompt opened the think block (R1-distill templates end the generation
 prompt with `<think>`), the trainer passes `prompt_opens_think` per completion and every reward reads the completion
-as `<think>\n` + text, so an answer counts only after `</think>`; `finish_reason` ("stop" | "length", from the
-rollout) lets a reward score a length-capped completion as wrong.
+as `<think>\n` + text, so an answer counts only after `</think>`; `finish_reason` lets a reward score a length-capped
+completion as wrong.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ __all__ = [
     "finished_flags",
     "grade_all",
     "opens_think",
+    "token_lengths",
 ]
 
 RewardFunc = Callable[..., list[float]]
@@ -39,6 +46,8 @@ _TRL_KWARGS = {"prompts", "trainer_state", "log_extra", "log_metric", "environme
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 PROMPT_OPENS_THINK = "prompt_opens_think"  # the per-completion field the trainer passes (bool)
+FINISH_REASON = "finish_reason"  # per completion: "stop" | "length"
+NUM_TOKENS = "num_tokens"  # per completion: its length in tokens
 
 
 def opens_think(prompt_text: str) -> bool:
@@ -83,12 +92,27 @@ def completion_texts(
     return [f"{THINK_OPEN}\n{t}" if o and not t.lstrip().startswith(THINK_OPEN) else t for t, o in zip(texts, opened)]
 
 
+def token_lengths(
+    completion_ids: Sequence[Sequence[int]] | None, reward_name: str, kwargs: Mapping[str, Any] | None = None
+) -> list[int]:
+    """Token count of each completion: the trainer's `num_tokens` field if passed, else `len(completion_ids[i])`."""
+    if kwargs is not None and NUM_TOKENS in kwargs:
+        n = len(completion_ids) if completion_ids is not None else len(kwargs[NUM_TOKENS])
+        return [int(t) for t in column(kwargs, NUM_TOKENS, n, reward_name)]
+    if completion_ids is None:
+        raise ValueError(
+            f"reward {reward_name!r} measures length in tokens and needs `completion_ids` or `num_tokens` "
+            "(the trainer passes both; when calling by hand, pass completion_ids=[[token ids], ...])"
+        )
+    return [len(ids) for ids in completion_ids]
+
+
 def finished_flags(
     kwargs: Mapping[str, Any], lengths: Sequence[int], max_tokens: int | None, reward_name: str
 ) -> list[bool]:
     """Whether each completion ended on its own: `finish_reason == "stop"` if given, else `L < max_tokens`."""
-    if "finish_reason" in kwargs:
-        reasons = column(kwargs, "finish_reason", len(lengths), reward_name)
+    if FINISH_REASON in kwargs:
+        reasons = column(kwargs, FINISH_REASON, len(lengths), reward_name)
         return [r == "stop" for r in reasons]
     if max_tokens is None:
         raise ValueError(
@@ -185,7 +209,7 @@ class Correctness:
             require_think_close=self.require_think_close,
             first_think_close=self.first_think_close,
         )
-        if self.truncated_is_wrong and "finish_reason" in kwargs:
+        if self.truncated_is_wrong and FINISH_REASON in kwargs:
             finished = finished_flags(kwargs, [0] * len(texts), None, self.__name__)
             correct = [c and f for c, f in zip(correct, finished, strict=True)]
         return [float(c) for c in correct]

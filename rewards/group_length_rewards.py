@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rewards.correctness import Correctness, check_answer_format
-from rewards.length_rewards import token_lengths
+from rewards.correctness import Correctness, check_answer_format, token_lengths
 
 __all__ = [
     "GroupLength",
@@ -177,7 +176,7 @@ class _GroupReward:
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        lengths = token_lengths(completion_ids, self.__name__)
+        lengths = token_lengths(completion_ids, self.__name__, kwargs)
         grader = Correctness(
             answer_format=self.answer_format,
             answer_column=self.answer_column,

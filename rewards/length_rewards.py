@@ -1,7 +1,8 @@
 """Per-completion length rewards with TRL's reward-function signature (formulas in `rewards.length`, §S3).
 
-Lengths are always token counts, `len(completion_ids[i])`, never characters. Group-dependent length rules (GRPO-λ,
-S-GRPO, DA-DLER) live in `rewards.group` instead, because they need the gathered group (§S9).
+Lengths are always token counts (the trainer's `num_tokens` field, else `len(completion_ids[i])`), never characters.
+Group-dependent length rules (GRPO-λ, S-GRPO, DA-DLER) live in `rewards.group` instead, because they need the
+gathered group (§S9).
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewards import length
-from rewards.correctness import check_answer_format, column, completion_texts, finished_flags, grade_all
+from rewards.correctness import (
+    check_answer_format,
+    column,
+    completion_texts,
+    finished_flags,
+    grade_all,
+    token_lengths,
+)
 from rewards.format import has_valid_answer
 from rewards.schedules import Constant, Schedule, make_schedule
 
@@ -25,16 +33,6 @@ __all__ = [
     "finished_flags",
     "token_lengths",
 ]
-
-
-def token_lengths(completion_ids: Sequence[Sequence[int]] | None, reward_name: str) -> list[int]:
-    """Token count of each completion; raises if TRL's `completion_ids` were not passed."""
-    if completion_ids is None:
-        raise ValueError(
-            f"reward {reward_name!r} measures length in tokens and needs `completion_ids` "
-            "(TRL passes them; when calling by hand, pass completion_ids=[[token ids], ...])"
-        )
-    return [len(ids) for ids in completion_ids]
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class Truncation:
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        lengths = token_lengths(completion_ids, self.__name__)
+        lengths = token_lengths(completion_ids, self.__name__, kwargs)
         finished = finished_flags(kwargs, lengths, self.max_tokens, self.__name__)
         texts = completion_texts(completions, self.__name__, kwargs)
         references = column(kwargs, self.answer_column, len(texts), self.__name__)
@@ -136,7 +134,7 @@ class _BudgetReward:
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        lengths = token_lengths(completion_ids, self.__name__)
+        lengths = token_lengths(completion_ids, self.__name__, kwargs)
         if self.think_end_token_id is not None and completion_ids is not None:
             end = self.think_end_token_id
             lengths = [list(ids).index(end) if end in ids else len(ids) for ids in completion_ids]
@@ -191,7 +189,7 @@ class _SurrogateLength:
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        lengths = token_lengths(completion_ids, self.__name__)
+        lengths = token_lengths(completion_ids, self.__name__, kwargs)
         rewards = [type(self)._shape(n, self.max_tokens, self.p) for n in lengths]
         if not self.format_gate:
             return rewards
@@ -250,5 +248,6 @@ class SoftOverlong:
         **kwargs: Any,
     ) -> list[float]:
         return [
-            length.soft_overlong(n, self.max_tokens, self.cache) for n in token_lengths(completion_ids, self.__name__)
+            length.soft_overlong(n, self.max_tokens, self.cache)
+            for n in token_lengths(completion_ids, self.__name__, kwargs)
         ]

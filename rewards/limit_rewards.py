@@ -2,7 +2,8 @@
 tightened over training (2504.01296). Per completion, so ordinary TRL reward functions (no group needed).
 
 Correctness comes from the shared grader through `Correctness` (a completion stopped by the length cap is wrong);
-lengths are `len(completion_ids[i])`, the whole completion in tokens, as both papers count the response.
+lengths are the trainer's `num_tokens` (else `len(completion_ids[i])`), the whole completion in tokens, as both
+papers count the response.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rewards.correctness import Correctness, check_answer_format, column
-from rewards.length_rewards import token_lengths
+from rewards.correctness import Correctness, check_answer_format, column, token_lengths
 from rewards.schedules import Constant, Schedule, make_schedule
 
 __all__ = ["BudgetConditioned", "HardLimit", "l1_exact", "l1_max"]
@@ -82,7 +82,7 @@ class BudgetConditioned:
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        lengths = token_lengths(completion_ids, self.__name__)
+        lengths = token_lengths(completion_ids, self.__name__, kwargs)
         budgets = [int(b) for b in column(kwargs, self.budget_column, len(lengths), self.__name__)]
         correct = [r > 0 for r in _grader(self)(completions, **kwargs)]
         if self.mode == "exact":
@@ -132,7 +132,7 @@ class HardLimit:
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        lengths = token_lengths(completion_ids, self.__name__)
+        lengths = token_lengths(completion_ids, self.__name__, kwargs)
         limit = self.limit(kwargs)
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):

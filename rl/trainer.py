@@ -31,6 +31,7 @@ from rewards.correctness import PROMPT_OPENS_THINK, opens_think
 from rl.advantages import group_center_batch_whiten, mean_only_advantages
 from rl.batching import RefillOrder, rng_from_json, rng_to_json, row_columns, row_key, sample_to_json, select_groups
 from rl.losses import dmmpt_mask, masked_fraction
+from rl.reward_fields import fill_reward_fields, generation_eos_ids
 from rl.sampling import DynamicSampler
 from rl.variants.base import GroupBatch, Plan
 from rl.weight_sync import full_copy, full_state
@@ -233,13 +234,17 @@ class BrevityTrainer(GRPOTrainer):
         return opens_think(self.processing_class.decode(list(prompt_ids[-32:])))
 
     def _fill_rollout_fields(self, inputs: list[dict[str, Any]], prompts: list[Any], completion_ids: Any) -> None:
-        """`rollout.engine: trl` (TRL generates, no rollout function): derive what brevity's rollouts pass. A
-        completion finished ("stop") iff it ends in an EOS (or pad) id, as TRL's own `clipped_ratio` metric decides;
-        the prompt opens a think block iff its chat-template rendering leaves one open."""
-        eos = {*self.eos_token_ids, self.processing_class.pad_token_id}
-        for row, prompt, ids in zip(inputs, prompts, completion_ids):
-            if "finish_reason" not in row:
-                row["finish_reason"] = "stop" if len(ids) and int(ids[-1]) in eos else "length"
+        """What every reward gets besides TRL's arguments (rl/reward_fields.py): `num_tokens` on every path; where TRL
+        generated (`rollout.engine: trl`, no rollout function) also `finish_reason`, from the EOS ids generation
+        stopped on, and `prompt_opens_think`, from the chat template (brevity's rollouts pass both as extra fields)."""
+        if self.rollout_func is not None:
+            fill_reward_fields(inputs, completion_ids)
+            return
+        config = getattr(self, "generation_config", None)  # absent under TRL's vLLM, which stops on the same ids
+        cap = getattr(config, "max_new_tokens", None) or self.max_completion_length
+        eos = generation_eos_ids(self.eos_token_ids, config)
+        fill_reward_fields(inputs, completion_ids, eos_token_ids=eos, max_tokens=cap)
+        for row, prompt in zip(inputs, prompts):
             if PROMPT_OPENS_THINK not in row:
                 if isinstance(prompt, str):
                     text = prompt
@@ -409,8 +414,8 @@ class BrevityTrainer(GRPOTrainer):
         return [dict(self.train_dataset[i]) for i in self._refill.take(n, len(self.train_dataset), world, rank)]
 
     def _refill_inputs(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        G = self.num_generations
-        return [row for row in self._draw_rows(len(inputs) // G) for _ in range(G)]
+        G = self.num_generations  # a row per completion: TRL writes each completion's extra fields into its row
+        return [dict(row) for row in self._draw_rows(len(inputs) // G) for _ in range(G)]
 
     def _apply_dmmpt(self, out: dict[str, Any]) -> None:
         """UloRL DMMPT: mask well-mastered positive tokens of low-entropy samples (Eq. 9-10); POIS old log-probs."""

@@ -27,7 +27,8 @@ Semantics shared with the vLLM engine and with what TRL 1.16 expects:
 - A stop token (eos or `stop_token_ids`) ends a sample and IS kept in `token_ids`: TRL's transformers path keeps the
   first EOS (`completion_mask = (sequence_indices <= eos_idx)` in `GRPOTrainer._generate_single_turn`) and vLLM
   returns it too. `finish_reason` is "stop" when the last token is a stop token, even if it is also the
-  `max_tokens`-th one (vLLM says "length" there; TRL's `mask_truncated_completions` looks at the last token too).
+  `max_tokens`-th one, as vLLM 0.31 (`check_stop` tests the EOS before the length) and TRL's
+  `mask_truncated_completions` (the last token) decide; `rollouts.types.finish_reason` states the rule.
 - `prompt + prefix + max_tokens > max_model_len` is a ValueError, as in vLLM; nothing is silently clamped.
 - `logprobs` are vLLM's "processed_logprobs", which TRL 1.16 asks vLLM for because its importance-sampling correction
   needs "logprobs after temperature scaling and logit processing" (`logprobs_mode="processed_logprobs"` in

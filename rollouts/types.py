@@ -15,6 +15,17 @@ import torch
 FinishReason = Literal["stop", "length"]
 
 
+def finish_reason(completion_ids: Sequence[int], eos_token_ids: Iterable[int], max_tokens: int) -> FinishReason:
+    """The finish reason: "length" iff the completion hit `max_tokens` without ending in an EOS id, else "stop".
+
+    The engines' own rule (the stop token is kept in the ids; an EOS that is also the cap-th token is "stop", as
+    vLLM 0.31's `check_stop` tests the EOS before the length); the trainer applies it where TRL generated.
+    """
+    if completion_ids and int(completion_ids[-1]) in set(eos_token_ids):
+        return "stop"
+    return "length" if len(completion_ids) >= max_tokens else "stop"
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Sampling settings of one request. `temperature=0` is greedy; `top_k=0` disables top-k."""

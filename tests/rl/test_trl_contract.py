@@ -88,3 +88,19 @@ def test_distributed_backend_tells_sharded_training_apart() -> None:
     assert not backend(2, None).is_zero3 and not backend(None, None).is_fsdp
     fsdp2 = backend(None, 2)
     assert fsdp2.is_fsdp and fsdp2.fsdp_version == 2 and not fsdp2.is_zero3
+
+
+def test_reward_kwargs_come_from_the_input_rows_and_eos_ids_from_the_generation_config() -> None:
+    """rl/reward_fields.py: fields set on the input rows (or returned by the rollout function) reach every reward as
+    kwargs; TRL's EOS ids include the generation config's list and cut TRL-generated completions."""
+    rewards = inspect.getsource(GRPOTrainer._calculate_rewards)
+    assert 'keys = [key for key in inputs[0] if key not in ["prompt", "completion", "completion_ids"]]' in rewards
+    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert "inp[key] = values[i]" in score, "rollout_func extra fields are merged into the input rows"
+    assert score.index("inp[key] = values[i]") < score.index("self._calculate_rewards(")
+    init = inspect.getsource(GRPOTrainer.__init__)
+    assert "eos_token_ids = model.generation_config.eos_token_id" in init
+    assert '"eos_token_id": self.eos_token_ids' in init and '"max_new_tokens": self.max_completion_length' in init
+    assert "generation_kwargs.update(args.generation_kwargs)" in init
+    single = inspect.getsource(GRPOTrainer._generate_single_turn)
+    assert "torch.isin(completion_ids, torch.tensor(self.eos_token_ids" in single

@@ -259,3 +259,29 @@ def test_server_engine_refuses_what_it_cannot_do(server_url: str, hf_model: torc
         engine.generate([Request(list(range(1, MAX_MODEL_LEN + 1)))])
     with pytest.raises(NotImplementedError, match="NCCL"):
         engine.load_weights(hf_model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_generation_config_extra_eos_ends_samples(engine: VLLMEngine, model_path: str, tmp_path: Path) -> None:
+    """A model whose generation config lists a second EOS id (Qwen3, Phi-3.5, Gemma 3 do): vLLM stops on it, the engine
+    reports it among `eos_token_ids`, and the sample that ends on it is "stop" (a second engine: ~30 s)."""
+    from transformers import GenerationConfig
+
+    full = _greedy(engine, PROMPT_B, max_tokens=16)
+    assert full.finish_reason == "length" and len(full.token_ids) == 16
+    cut = next(k for k in range(1, 16) if full.token_ids[k] not in full.token_ids[:k])
+    extra = full.token_ids[cut]
+    folder = tmp_path / "extra-eos"
+    shutil.copytree(model_path, folder)
+    config = GenerationConfig.from_pretrained(model_path)
+    assert extra not in engine.eos_token_ids
+    config.eos_token_id = [*engine.eos_token_ids, extra]
+    config.save_pretrained(folder)
+    other = VLLMEngine(str(folder), max_model_len=MAX_MODEL_LEN, seed=0)
+    try:
+        assert other.eos_token_ids == (*engine.eos_token_ids, extra)
+        stopped = _greedy(other, PROMPT_B, max_tokens=16)
+        assert stopped.token_ids == full.token_ids[: cut + 1]
+        assert stopped.finish_reason == "stop"
+    finally:
+        other.close()

@@ -1,0 +1,57 @@
+"""The per-completion fields every reward function gets besides TRL's arguments: `finish_reason` and `num_tokens`.
+
+brevity's rollouts (transformers or vLLM engine, any strategy) report each sample's finish reason and the trainer
+passes it as a rollout extra field; where TRL generates (`rollout.engine: trl`) it reports none, so the trainer derives
+it here from the completion ids, the EOS ids that generation stopped on and the generation cap, by the engines' own
+rule (`rollouts.types.finish_reason`). `num_tokens` is `len(completion_ids)` on every path (the stop token included).
+
+What this relies on in TRL 1.16 (`trl/trainer/grpo_trainer.py`; tests/rl/test_trl_contract.py checks it):
+- `_calculate_rewards` passes every key of `inputs[0]` except prompt/completion/completion_ids to each reward
+  function, one value per completion, after `_generate_and_score_completions` merged the rollout function's extra
+  fields into `inputs` (so a field set on the input rows reaches every reward, whichever path generated);
+- `self.eos_token_ids` is the generation config's `eos_token_id` list with the tokenizer's EOS added (the fix of trl
+  PR #7039), and `_generate_single_turn` cuts each completion after the first of those ids;
+- without vLLM, `self.generation_config` is what `generate` runs with: `eos_token_id` and `max_new_tokens` from the
+  trainer, overridden by `GRPOConfig.generation_kwargs` when a YAML sets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rewards.correctness import FINISH_REASON, NUM_TOKENS
+from rollouts.types import finish_reason
+
+__all__ = ["fill_reward_fields", "generation_eos_ids"]
+
+
+def generation_eos_ids(trl_eos_ids: Iterable[int], generation_config: Any) -> list[int]:
+    """Every id that ends a completion TRL generated: TRL's EOS list plus the ids its generation config stops on
+    (a model's extra EOS tokens, e.g. Qwen3's `<|endoftext|>` beside `<|im_end|>`, or `generation_kwargs`')."""
+    configured = getattr(generation_config, "eos_token_id", None)
+    extra = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+    return list(dict.fromkeys(int(t) for t in [*trl_eos_ids, *extra]))
+
+
+def fill_reward_fields(
+    rows: Sequence[dict[str, Any]],
+    completion_ids: Sequence[Sequence[int]],
+    *,
+    eos_token_ids: Iterable[int] | None = None,
+    max_tokens: int | None = None,
+) -> None:
+    """Set `num_tokens` on each input row; with `eos_token_ids` and `max_tokens` (TRL generated) set `finish_reason`
+    too, "length" exactly when the completion reached `max_tokens` without ending in an EOS id. Rows must be
+    distinct dicts: TRL reads one value per row."""
+    if len(rows) != len(completion_ids):
+        raise ValueError(f"{len(rows)} input rows for {len(completion_ids)} completions")
+    if len({id(row) for row in rows}) != len(rows):
+        raise ValueError("input rows are shared between completions: each completion needs a row of its own")
+    derive = eos_token_ids is not None and max_tokens is not None
+    eos = set(eos_token_ids or ())
+    for row, ids in zip(rows, completion_ids):
+        row[NUM_TOKENS] = len(ids)
+        if derive:
+            assert max_tokens is not None
+            row[FINISH_REASON] = finish_reason(ids, eos, max_tokens)
