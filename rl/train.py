@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         logging.getLogger("transformers.trainer").removeFilter(quiet)
     trainer.save_model(config.grpo.output_dir)
+    trainer.save_state()  # trainer_state.json beside the model: every logged step's metrics (log_history)
     return 0
 
 

@@ -315,6 +315,8 @@ class Study:
             arms[name].update(arms[name]["eval"])  # the in-distribution split at top level (arms.<name>.accuracy)
             arm_done = _done(self.out / "arms" / name) or {}
             arms[name]["train_wall_s"] = arm_done.get("wall_s")
+            if name not in ("base", "warm_start"):
+                arms[name]["train_log"] = train_log(self.out / "arms" / name / "model" / "trainer_state.json")
         e = self.config.eval
         study = {
             "meta": {
@@ -368,6 +370,28 @@ class Study:
         if name not in self.stage_wall or elapsed > 1.0:  # a skipped stage keeps the time it took when it ran
             self.stage_wall[name] = self.stage_wall.get(name, 0.0) + elapsed
         return result
+
+
+TRAIN_LOG_KEYS = {  # study.json's per-step training curve: its key -> TRL/brevity's log key
+    "accuracy": "brevity/accuracy",
+    "mean_length": "completions/mean_length",
+    "truncated": "completions/clipped_ratio",
+    "reward": "reward",
+    "entropy": "entropy",
+}
+
+
+def train_log(state_file: Path) -> list[dict[str, float]]:
+    """An arm's logged training steps (accuracy, length, truncation, reward, entropy at the training temperature),
+    from the `trainer_state.json` that `brevity train` writes beside the model; [] if there is none."""
+    if not state_file.exists():
+        return []
+    rows = []
+    for logs in json.loads(state_file.read_text()).get("log_history", []):
+        row = {key: logs[src] for key, src in TRAIN_LOG_KEYS.items() if isinstance(logs.get(src), (int, float))}
+        if row and "step" in logs:
+            rows.append({"step": logs["step"], **row})
+    return rows
 
 
 def _variant_trl_defaults(variant: Any, source: str, arm: str) -> dict[str, Any]:

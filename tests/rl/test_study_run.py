@@ -136,6 +136,9 @@ def test_killed_study_resumes_at_the_first_unfinished_stage_and_writes_the_table
         assert {"accuracy", "accuracy_stderr", "mean_tokens", "minimal_tokens"} <= set(arm)
         assert 0.0 <= arm["accuracy"] <= 1.0 and arm["minimal_tokens"] > 5
     assert (out / "study.png").is_file() and "| dler |" in (out / "study.md").read_text()
+    log = study["arms"]["dler"]["train_log"]  # from the trainer_state.json that brevity train writes
+    assert [row["step"] for row in log] == list(range(1, len(log) + 1)) and len(log) == raw["train"]["max_steps"]
+    assert all({"accuracy", "mean_length", "reward"} <= set(row) for row in log)
 
 
 def test_study_evaluations_carry_the_efficiency_metrics_into_the_table(tmp_path, tiny_model_path, monkeypatch):
