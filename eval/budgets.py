@@ -46,7 +46,9 @@ def evaluate_budgets(config: EvalConfig) -> dict[str, Any]:
         for budget, summary in runs.items()
         for bench, s in summary["benchmarks"].items()
     ]
-    result = nan_to_none({"model": config.model, "label": label, "template": config.template, "rows": rows})
+    result: dict[str, Any] = nan_to_none(
+        {"model": config.model, "label": label, "template": config.template, "rows": rows}
+    )
     write_atomic(out / "budgets.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     write_atomic(out / "budgets.md", budgets_table(rows))
     return result

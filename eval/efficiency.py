@@ -30,7 +30,7 @@ def budget_auc(sweep: Sequence[Mapping[str, Any]]) -> float:
     xs = np.asarray([0, *(c for c, _ in points)], dtype=np.float64)
     ys = np.asarray([0.0, *(a for _, a in points)])
     area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2))
-    return area / xs[-1]
+    return area / float(xs[-1])
 
 
 SOLVE_RATE_BINS = ("unsolved", "hard", "medium", "easy")
