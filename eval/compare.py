@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.metrics import compare_to_baseline, noisy_warning
-from eval.report import markdown_table, plot_accuracy_vs_tokens
+from eval.report import efficiency_table, markdown_table, plot_accuracy_vs_tokens
 
 
 def load_summary(run_dir: str | Path) -> dict[str, Any]:
@@ -100,11 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             if warning:
                 warnings.append(f"{name}: {warning}")
 
-    table = markdown_table(rows)
+    table = markdown_table(rows) + efficiency_table(rows)  # the second is empty for runs without those metrics
     models = [f"- `{name}`: model `{data.get('model', '?')}` ({d})" for (name, data), d in zip(runs.items(), run_dirs)]
     doc = ["# Run comparison", "", *models, "", table.rstrip("\n")]
     if args.baseline is not None:
-        doc += ["", f"compression = mean tokens / baseline mean tokens; Δacc in points vs `{args.baseline}`."]
+        doc += [
+            "",
+            f"compression = mean tokens / baseline mean tokens; Δacc in points and AES (Accuracy-Efficiency Score, "
+            f"eval/aes.py) vs `{args.baseline}`.",
+        ]
     doc += [f"\n> warning: {w}" for w in warnings]
     doc += _config_diff(runs)
     text = "\n".join(doc) + "\n"

@@ -392,6 +392,7 @@ def test_compare_two_real_runs(gsm8k_run, tiny_model_path, tmp_path, capsys) -> 
     assert compare_cli([str(gsm8k_run), str(other), "--out", str(tmp_path / "cmp")]) == 0
     text = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| gsm8k-tiny/gsm8k |" in text and "| short/gsm8k |" in text and "max_tokens" in text
+    assert "after 1st correct" in text  # the efficiency table of runs that carry it
     assert (tmp_path / "cmp" / "comparison.png").read_bytes().startswith(PNG_MAGIC)
     assert compare_cli([str(gsm8k_run), str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
