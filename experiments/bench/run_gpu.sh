@@ -32,8 +32,10 @@ for job in "$@"; do
     # decode at 256x512 for both models (engine compiled vs transformers static cache + compile vs paged, paged cut
     # at 45 s) under a 420 s timeout, then as many step-time arms as the rest allows (JSON rewritten after every arm)
     stockarms) t0=$(date +%s)
+      # paged before hf_compiled: on 2026-12-06 (H100) paged failed with a mask-shape error when it ran after hf_compiled
+      # on the same loaded model (experiments/bench/results/h100/)
       timeout 420 python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x512 \
-        --modes compiled hf_compiled paged --arm-budget-s 45 --out "$OUT/${job}_decode.json"
+        --modes compiled paged hf_compiled --arm-budget-s 45 --out "$OUT/${job}_decode.json"
       echo "decode: rc $? in $(( $(date +%s) - t0 )) s"
       timeout $(( 510 - ($(date +%s) - t0) )) python3 $B/step_time.py --variants stock_paged stock_static_compile grpo \
         --steps 1 --arm-budget-s 30 --out "$OUT/${job}_step_time.json" ;;
