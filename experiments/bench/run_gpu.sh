@@ -2,7 +2,7 @@
 # The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
 # On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
 # Jobs: attention serial64 serial128 serial128x16 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
-#       stockarms stockdecode stocksteps stockshapes (issue 15: the stock transformers/TRL arms; see README.md)
+#       stockarms stockdecode stocksteps stockshapes (issue 15: the stock transformers/TRL arms; see README.md) memory
 set -u
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
@@ -45,6 +45,10 @@ for job in "$@"; do
       --steps 3 --arm-budget-s 60 --out "$OUT/$job.json" ;;
     stockshapes) python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b \
       --shapes 64x512 1024x2048 --modes compiled hf_compiled paged --arm-budget-s 120 --out "$OUT/$job.json" ;;
+    # issue 15 item 4: 1,000 engine calls, S-GRPO's trace/exits pair alternating with a refill every 9th call (a third
+    # batch bucket: one workspace evicted and rebuilt each time), weights synced every 2 calls
+    memory) python3 $B/engine_memory.py --calls 1000 --shapes 128x64 1024x16 128x64 1024x16 128x64 1024x16 128x64 \
+      1024x16 64x64 --out "$OUT/$job.json" ;;
     gputests) python3 -m pytest -p no:cacheprovider -q -m gpu tests/rollouts/test_decode_attention.py \
       tests/rollouts/test_hf_engine.py -o addopts="" ;;
     *) echo "unknown job $job" >&2; continue ;;

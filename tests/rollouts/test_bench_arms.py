@@ -179,3 +179,38 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+
+def test_engine_memory_run_on_cpu(tmp_path: Path) -> None:
+    """engine_memory end to end in static mode: three batch sizes cycle through an engine holding two workspaces,
+    so workspaces are evicted, never accumulated; every call decodes its full shape; the series has every call."""
+    out = tmp_path / "memory.json"
+    cmd = [
+        sys.executable, str(BENCH / "engine_memory.py"), "--device", "cpu", "--model", "tiny", "--mode", "static",
+        "--calls", "30", "--shapes", "4x6", "2x3", "3x5", "--prompt-len", "10", "--threads", "1", "--warm-calls", "3",
+        "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1", **_env()})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["engine_mode"] == "static" and report["warm_until_call"] == 6
+    assert [r["call"] for r in report["series"]] == list(range(1, 31))
+    assert report["max_workspaces_seen"] == report["max_workspaces"] == 2
+    assert all(r["workspaces"] <= 2 and r["rss"] > 0 for r in report["series"])
+    assert set(report["growth"]) == {"rss"} and report["command"].startswith("experiments/bench/engine_memory.py")
+
+
+def test_engine_memory_growth_arithmetic() -> None:
+    """A leak of 1 MiB per call after the warm phase: slope 1 MiB/call; last tenth minus first tenth of 40 calls
+    (4 calls each, means 38.5 and 2.5 calls in) = 36 MiB. Flat memory: zero."""
+    import engine_memory as em
+
+    mib = 2**20
+    leaking = [{"call": c, "rss": 100 * mib + max(0, c - 10) * mib} for c in range(1, 51)]
+    g = em.growth(leaking, "rss", start_call=10)
+    assert g["slope_bytes_per_call"] == pytest.approx(mib)
+    assert g["growth_bytes"] == pytest.approx(36 * mib)
+    flat = em.growth([{"call": c, "rss": 5 * mib} for c in range(1, 51)], "rss", start_call=10)
+    assert flat == {"slope_bytes_per_call": 0.0, "growth_bytes": 0.0}
+    with pytest.raises(argparse.ArgumentTypeError, match="ROWSxNEW_TOKENS"):
+        em.parse_shape("128by512")
