@@ -287,6 +287,7 @@ def validate(config: ExperimentConfig) -> None:
         )
     variant = VARIANTS[config.variant_name]
     variant.check(config)
+    _check_band(config)
     try:
         plan = variant.plan(config.variant)
     except (TypeError, ValueError) as e:
@@ -322,6 +323,25 @@ def validate(config: ExperimentConfig) -> None:
             f"process: per_device_train_batch_size × steps_per_generation = {rows} must be a multiple of "
             f"num_generations = {grpo.num_generations} (or set variant.dynamic_sampling: false)",
         )
+
+
+def _check_band(config: ExperimentConfig) -> None:
+    """`variant.solve_rate_band` (dler, s_grpo, ulorl): a band dynamic sampling can keep groups of G in."""
+    from rl.sampling import band_error
+
+    band = getattr(config.variant, "solve_rate_band", None)
+    if band is None:
+        return
+    key = "variant.solve_rate_band"
+    if not getattr(config.variant, "dynamic_sampling", False):
+        raise ConfigError(
+            config.source,
+            key,
+            "filters dynamic sampling's groups: set variant.dynamic_sampling: true or drop the band",
+        )
+    problem = band_error(band, config.grpo.num_generations)
+    if problem is not None:
+        raise ConfigError(config.source, key, problem)
 
 
 def _check_model(model: str, source: str) -> None:

@@ -1,18 +1,24 @@
 """Dynamic sampling bookkeeping (DAPO-style; DLER 2510.15110 §3.3, UloRL, S-GRPO over-sampling; methods.md §S5).
 
 Groups whose rewards are all equal carry no GRPO signal; they are dropped and generation rounds repeat until enough
-groups are collected or the round cap is hit. The trainer drives generation; this module only decides what to keep.
+groups are collected or the round cap is hit. A solve-rate band (`variant.solve_rate_band: [0.2, 0.8]`, the
+difficulty filter asked for in verl #2791) keeps only groups whose fraction of solved members lies in it: too easy and
+too hard prompts both go. Every decision reads one whole group's G values, never the batch, so it does not depend on
+how groups are spread over processes. The trainer drives generation; this module only decides what to keep.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["DynamicSampler", "zero_variance_groups"]
+__all__ = ["DynamicSampler", "band_error", "in_band", "solve_rates", "zero_variance_groups"]
+
+Band = tuple[float, float]
 
 
 def zero_variance_groups(rewards: Tensor, atol: float = 0.0) -> Tensor:
@@ -28,27 +34,70 @@ def zero_variance_groups(rewards: Tensor, atol: float = 0.0) -> Tensor:
     return spread <= atol
 
 
+def solve_rates(solved: Tensor) -> Tensor:
+    """(P, G) bool, a member solved its prompt -> (P,) the fraction of each group that did."""
+    if solved.dim() != 2:
+        raise ValueError(f"solved must be (groups, G), got shape {tuple(solved.shape)}")
+    return solved.to(torch.float32).mean(dim=1)
+
+
+def in_band(solved: Tensor, band: Band) -> Tensor:
+    """(P, G) bool -> (P,) bool: lo ≤ solve rate ≤ hi, both ends included.
+
+    Counts are compared, not floats: with G = 5 and band (0.2, 0.8), 1 to 4 solved members are inside.
+    Example: G = 4, band (0.25, 0.5): solved counts 0, 1, 2, 3, 4 -> F, T, T, F, F.
+    """
+    lo, hi = band
+    g = solved.shape[1]
+    count = solved.to(torch.int64).sum(dim=1)
+    eps = 1e-9  # k/G == lo must count as inside despite float rounding of lo·G
+    return (count >= math.ceil(lo * g - eps)) & (count <= math.floor(hi * g + eps))
+
+
+def band_error(band: Sequence[float], group_size: int) -> str | None:
+    """Why `band` cannot filter groups of `group_size`, or None if it can: two numbers 0 ≤ lo ≤ hi ≤ 1 that admit at
+    least one solve rate k/G with 0 < k < G (a group all solved or all unsolved has no reward variance under a 0/1
+    score, so a band that admits only those would drop every group and refill forever)."""
+    if len(band) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in band):
+        return f"expected two numbers [low, high], got {list(band)!r}"
+    lo, hi = float(band[0]), float(band[1])
+    if not 0.0 <= lo <= hi <= 1.0:
+        return f"expected 0 <= low <= high <= 1, got [{lo}, {hi}]"
+    solved = torch.arange(group_size + 1)[:, None] > torch.arange(group_size)[None, :]  # row k: k of G solved
+    admitted = in_band(solved, (lo, hi)).nonzero().flatten().tolist()
+    if not any(0 < k < group_size for k in admitted):
+        rates = ", ".join(f"{k}/{group_size}" for k in range(1, group_size))
+        return (
+            f"[{lo}, {hi}] admits no solve rate a varying group of num_generations = {group_size} can have "
+            f"({rates}): every group would be dropped"
+        )
+    return None
+
+
 class DynamicSampler:
     """Accumulates the groups worth training on across generation rounds of one training step.
 
     Usage: `while not sampler.done: rewards = generate_and_score(); sampler.add(rewards)`, then train on
     `sampler.kept_indices()`. Indices name groups in the order they were generated over all rounds (round 0 holds
     0..P0−1, round 1 P0..P0+P1−1, ...), unless `add` is given explicit payload indices. `max_rounds` ≤ 0 means no
-    cap (DLER's `max_num_gen_batches` ≤ 0); late in training that can loop for long, so prefer a cap.
+    cap (DLER's `max_num_gen_batches` ≤ 0); late in training that can loop for long, so prefer a cap. With a solve-rate
+    `band`, `add` also needs each member's solved flag and keeps only groups inside the band.
     """
 
-    def __init__(self, target_groups: int, max_rounds: int, *, atol: float = 0.0) -> None:
+    def __init__(self, target_groups: int, max_rounds: int, *, atol: float = 0.0, band: Band | None = None) -> None:
         if target_groups < 1:
             raise ValueError(f"target_groups must be ≥ 1, got {target_groups}")
         self.target_groups = target_groups
         self.max_rounds = max_rounds
         self.atol = atol
+        self.band = band
         self.reset()
 
     def reset(self) -> None:
         """Forget every round (start of a new training step)."""
         self.rounds_used = 0
         self.num_seen = 0  # groups generated so far, over all rounds
+        self.num_out_of_band = 0  # groups whose solve rate lay outside the band (dropped whatever else held)
         self._kept: list[int] = []
         self._dropped: list[int] = []
         self._last_round: list[int] = []
@@ -64,14 +113,21 @@ class DynamicSampler:
         """Groups kept so far (may exceed `target_groups`; `kept_indices` truncates)."""
         return len(self._kept)
 
+    @property
+    def num_dropped(self) -> int:
+        """Groups dropped so far, for any reason."""
+        return len(self._dropped)
+
     def add(
         self,
         batch_rewards: Tensor,
         batch_payload_indices: Sequence[int] | Tensor | None = None,
         keep: Tensor | None = None,
+        solved: Tensor | None = None,
     ) -> Tensor:
         """Record one round's (P, G) rewards; keep the groups with nonzero variance (and, when given, `keep[p]`
-        True: a variant's stricter rule, e.g. S-GRPO's correct early exit). Returns the (P,) keep mask."""
+        True: a variant's stricter rule, e.g. S-GRPO's correct early exit; with a band, a solve rate of the (P, G)
+        `solved` flags inside it). Returns the (P,) keep mask."""
         if self.done:
             raise RuntimeError("DynamicSampler.add() after done; call reset() to start a new step")
         num_groups = batch_rewards.shape[0]
@@ -83,6 +139,12 @@ class DynamicSampler:
                 raise ValueError(f"{len(indices)} payload indices for {num_groups} groups")
         varies = ~zero_variance_groups(batch_rewards, self.atol)
         keep = varies if keep is None else varies & keep.to(torch.bool)
+        if self.band is not None:
+            if solved is None or solved.shape != batch_rewards.shape:
+                raise ValueError("a solve-rate band needs the (P, G) solved flags of the round's groups")
+            inside = in_band(solved, self.band)
+            self.num_out_of_band += int((~inside).sum())
+            keep = keep & inside
         for i, k in zip(indices, keep.tolist()):
             (self._kept if k else self._dropped).append(i)
         self._last_round = indices
@@ -109,6 +171,8 @@ class DynamicSampler:
             "atol": self.atol,
             "rounds_used": self.rounds_used,
             "num_seen": self.num_seen,
+            "band": None if self.band is None else list(self.band),
+            "num_out_of_band": self.num_out_of_band,
             "kept": list(self._kept),
             "dropped": list(self._dropped),
             "last_round": list(self._last_round),
@@ -121,6 +185,9 @@ class DynamicSampler:
         self.atol = float(state["atol"])
         self.rounds_used = int(state["rounds_used"])
         self.num_seen = int(state["num_seen"])
+        band = state.get("band")
+        self.band = None if band is None else (float(band[0]), float(band[1]))
+        self.num_out_of_band = int(state.get("num_out_of_band", 0))
         self._kept = [int(i) for i in state["kept"]]
         self._dropped = [int(i) for i in state.get("dropped", [])]
         self._last_round = [int(i) for i in state["last_round"]]

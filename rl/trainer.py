@@ -267,6 +267,10 @@ class BrevityTrainer(GRPOTrainer):
         if "correctness" in names:  # read before a group transform rewrites the column (S-GRPO, GRPO-λ)
             accuracy = (rewards_per_func[:, names.index("correctness")] > 0).float().mean().item()
             self._metrics[mode]["brevity/accuracy"].append(accuracy)
+        # what a solve-rate band counts as solved: the filter column (DLER: correctness) or else the `correctness`
+        # reward above 0, before any group transform; without either, the weighted reward above 0 (below)
+        solved_column = next((c for c in (self.plan.filter_column, "correctness") if c in names), None)
+        solved = None if solved_column is None else rewards_per_func[:, names.index(solved_column)] > 0
         if self.plan.group_transform is not None:
             col = list(self.reward_func_names).index(self.plan.transform_column)
             target = rewards_per_func[:, col].view(-1, G)
@@ -279,7 +283,8 @@ class BrevityTrainer(GRPOTrainer):
         weighted = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)
         column = self.plan.filter_column
         filter_score = rewards_per_func[:, names.index(column)] if column in names else weighted
-        self._last = {"rewards": weighted, "filter": filter_score, "lengths": lengths}
+        solved = weighted > 0 if solved is None else solved
+        self._last = {"rewards": weighted, "filter": filter_score, "lengths": lengths, "solved": solved}
         if (budget := self._budget()) is not None:
             self._metrics[mode]["brevity/budget"].append(float(budget))
         q = torch.quantile(lengths.float(), torch.tensor([0.5, 0.9], device=device))
@@ -309,6 +314,7 @@ class BrevityTrainer(GRPOTrainer):
         out["brevity_rewards"] = self._last["rewards"][local].clone()
         out["brevity_filter"] = self._last["filter"][local].clone()
         out["brevity_lengths"] = self._last["lengths"][local].clone()
+        out["brevity_solved"] = self._last["solved"][local].clone()
         out["brevity_valid"] = torch.ones(n, dtype=torch.bool, device=out["advantages"].device)
         return out
 
@@ -354,7 +360,10 @@ class BrevityTrainer(GRPOTrainer):
         (`recipe/dapo/dapo_ray_trainer.py`, `filter_groups`): the score is the plan's `filter_column` (DLER: the
         correctness score before the truncation penalty's scaling, the fork's `seq_reward`), rounds are unlimited when
         `max_resample_rounds` <= 0 (the fork's `max_num_gen_batches: 0`), and each rank keeps its first
-        `target` varying groups (the fork's `batch[:train_batch_size]`).
+        `target` varying groups (the fork's `batch[:train_batch_size]`). With `variant.solve_rate_band` a group is
+        kept only if its solve rate lies in the band (the share of members scoring above 0 on the filter column, else
+        on `correctness`, else on the weighted reward); every rule reads one whole group, so it does not matter which
+        process holds which group.
 
         When the round cap stops refilling first, the step trains on the varying groups there are, never on
         zero-variance fillers: no filler counts in the loss normaliser or the KL term (logged as
@@ -365,7 +374,8 @@ class BrevityTrainer(GRPOTrainer):
         Needs whole groups on each process (checked at start-up).
         """
         G, target = self.num_generations, len(inputs) // self.num_generations
-        sampler = DynamicSampler(target, max_rounds=0)  # the round cap is global, so it is enforced here
+        # the round cap is global, so it is enforced here
+        sampler = DynamicSampler(target, max_rounds=0, band=self.plan.solve_rate_band)
         pool, where, rounds = [out], [], 0  # where[i] = (round, group) of the sampler's i-th group
         cap = self.plan.max_resample_rounds
         while True:
@@ -373,7 +383,8 @@ class BrevityTrainer(GRPOTrainer):
             if not sampler.done:  # a full rank still runs the round (collectives) but keeps nothing from it
                 scores = cur["brevity_filter"].view(-1, G)
                 where += [(len(pool) - 1, g) for g in range(scores.shape[0])]
-                sampler.add(scores, keep=None if self.plan.keep_group is None else self.plan.keep_group(scores))
+                keep = None if self.plan.keep_group is None else self.plan.keep_group(scores)
+                sampler.add(scores, keep=keep, solved=cur["brevity_solved"].view(-1, G))
             need = torch.tensor([max(target - sampler.num_kept, 0)], device=cur["advantages"].device)
             short = self._gathered(need).max().item() > 0
             if not short or 0 < cap <= rounds:
@@ -394,6 +405,7 @@ class BrevityTrainer(GRPOTrainer):
         metrics["brevity/resample_cap_hit"].append(float(short))
         metrics["brevity/groups_trained"].append(float(len(chosen)))
         metrics["brevity/inert_rows"].append(float(inert * G))
+        self._log_group_counts(sampler, out["advantages"].device)
         batch = select_groups(pool, rows, G, self.processing_class.pad_token_id)
         device = batch["advantages"].device
         valid = torch.tensor([k < len(chosen) for k in range(len(rows)) for _ in range(G)], device=device)
@@ -407,6 +419,15 @@ class BrevityTrainer(GRPOTrainer):
         loss_tokens = (batch["completion_mask"] * batch["tool_mask"]).sum()
         batch["num_items_in_batch"] = self._gathered(loss_tokens.reshape(1)).sum()
         return batch
+
+    def _log_group_counts(self, sampler: DynamicSampler, device: torch.device) -> None:
+        """Groups generated, kept (passed every rule; a process trains on its first `target` of them), dropped and
+        outside the solve-rate band this step, summed over rounds and processes (a collective)."""
+        counts = [sampler.num_seen, sampler.num_kept, sampler.num_dropped, sampler.num_out_of_band]
+        totals = self._gathered(torch.tensor(counts, device=device)).view(-1, len(counts)).sum(0).tolist()
+        names = ["seen", "kept", "dropped"] + (["out_of_band"] if sampler.band is not None else [])
+        for name, total in zip(names, totals):
+            self._metrics["train"][f"brevity/groups_{name}"].append(float(total))
 
     def _draw_rows(self, n: int) -> list[dict[str, Any]]:
         """n dataset rows for refills (dynamic sampling, UloRL warm-up)."""

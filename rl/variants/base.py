@@ -39,6 +39,7 @@ class Plan:
     max_resample_rounds: int = 0  # extra generation rounds per step; <= 0: unlimited (DLER fork's max_num_gen_batches)
     filter_column: str | None = None  # reward column dynamic sampling filters on; None: the weighted total reward
     keep_group: Callable[[torch.Tensor], torch.Tensor] | None = None  # (P, G) filter scores -> (P,) extra keep rule
+    solve_rate_band: tuple[float, float] | None = None  # keep only groups whose solve rate is in [low, high]
     dmmpt: dict[str, float] | None = None  # {"tau": .., "sigma": ..} enables UloRL's token mask
     budget_schedule: Any = None  # rewards.schedules schedule: B(step) for prompt text and generation cap
     rng: Any = None  # a random.Random the group transform draws from; saved in checkpoints (GRPO-λ tie-breaks)
@@ -53,6 +54,11 @@ class Variant:
     trl_defaults: Callable[[Any], dict[str, Any]]
     plan: Callable[[Any], Plan]
     check: Callable[[ExperimentConfig], None] = lambda config: None
+
+
+def band(values: list[float] | None) -> tuple[float, float] | None:
+    """A spec's `solve_rate_band: [low, high]` as the plan's tuple (rl/config.py has checked it)."""
+    return None if values is None else (float(values[0]), float(values[-1]))
 
 
 def reward(name: str, weight: float = 1.0, **params: Any) -> RewardSpec:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rl.variants.base import GroupBatch, Plan, Variant, reward
+from rl.variants.base import GroupBatch, Plan, Variant, band, reward
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Spec:
     stop_properly_scale: float = 0.0  # [paper] truncated = 0; the authors' recipe yaml uses 0.1 (methods.md §3.2)
     dynamic_sampling: bool = True
     max_resample_rounds: int = 0  # <= 0: unlimited [code]; a positive cap is an option
+    solve_rate_band: list[float] | None = None  # [low, high]: keep groups solved that often (not in the paper)
     token_weighted: bool = True
     difficulty_aware: bool = False
     tier_threshold: float = 0.5
@@ -55,6 +56,7 @@ def _plan(spec: Spec) -> Plan:
         dynamic_sampling=spec.dynamic_sampling,
         max_resample_rounds=spec.max_resample_rounds,
         filter_column="correctness",
+        solve_rate_band=band(spec.solve_rate_band),
     )
 
 

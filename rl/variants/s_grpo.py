@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rl.variants.base import GroupBatch, Plan, Variant, reward
+from rl.variants.base import GroupBatch, Plan, Variant, band, reward
 
 INDUCER = "Time is limited, stop thinking and start answering.\n</think>\n\n"
 
@@ -28,6 +28,7 @@ class Spec:
     dynamic_sampling: bool = True
     max_resample_rounds: int = 4
     require_correct_early_exit: bool = False
+    solve_rate_band: list[float] | None = None  # [low, high]: keep serial groups solved that often (not in the paper)
 
 
 def _decay(batch: GroupBatch):
@@ -80,6 +81,7 @@ VARIANT = Variant(
         dynamic_sampling=s.dynamic_sampling,
         max_resample_rounds=s.max_resample_rounds,
         keep_group=_exit_correct if s.require_correct_early_exit else None,
+        solve_rate_band=band(s.solve_rate_band),
     ),
     check=_check,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rl.variants.base import Plan, Variant, reward
+from rl.variants.base import Plan, Variant, band, reward
 
 
 @dataclass
@@ -16,6 +16,7 @@ class Spec:
     dmmpt_sigma: float = 0.2
     dynamic_sampling: bool = True
     max_resample_rounds: int = 4
+    solve_rate_band: list[float] | None = None  # [low, high]: keep groups solved that often (not in the paper)
     answer_format: str = "boxed"
 
 
@@ -52,6 +53,7 @@ VARIANT = Variant(
         strategy_kwargs={"segment_length": s.segment_length, "max_total_tokens": s.max_total_tokens},
         dynamic_sampling=s.dynamic_sampling,
         max_resample_rounds=s.max_resample_rounds,
+        solve_rate_band=band(s.solve_rate_band),
         dmmpt={"tau": s.dmmpt_tau, "sigma": s.dmmpt_sigma},
     ),
     check=_check,

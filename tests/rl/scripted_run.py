@@ -111,6 +111,14 @@ def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
     load_state = trainer.load_brevity_state
     refill_inputs = trainer._refill_inputs
     refills: list[list[Any]] = []  # problem ids of each dynamic-sampling refill round of the current batch
+    score_round = trainer._score_round
+    rounds: list[dict[str, Any]] = []  # each generation round of the current batch: local groups as scored
+
+    def scored(inputs: Any) -> Any:
+        out = score_round(inputs)
+        prompts = _unpad(out["prompt_ids"], out["prompt_mask"])
+        rounds.append({"prompt_ids": prompts, "solved": out["brevity_solved"].tolist()})
+        return out
 
     def recorded(inputs: Any) -> Any:
         out = generate(inputs)
@@ -127,9 +135,12 @@ def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
                 "gathered_rewards": trainer._last["rewards"].tolist(),
                 "input_rows": [row.get("problem_id") for row in inputs],
                 "refill_rows": refills[:],
+                "rounds": rounds[:],
+                "group_counts": {k: v[-1] for k, v in trainer._metrics["train"].items() if "brevity/groups_" in k},
             }
         )
         refills.clear()
+        rounds.clear()
         return out
 
     def refill(inputs: Any) -> Any:
@@ -143,6 +154,7 @@ def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
 
     trainer._generate_and_score_completions = recorded
     trainer._refill_inputs = refill
+    trainer._score_round = scored
     trainer.load_brevity_state = loaded
     trainer.train(resume_from_checkpoint=config.grpo.resume_from_checkpoint)
     log["final_global_step"] = trainer.state.global_step

@@ -76,6 +76,13 @@ def test_accelerate_configs_parse(path: Path) -> None:
 
 
 # ---- mistakes: ConfigError with the file and the key ------------------------------------------------------------
+
+
+def _band(band: Any, **spec: Any) -> dict[str, Any]:
+    """DLER with `variant.solve_rate_band` set (and other spec keys)."""
+    return {"variant": {"name": "dler", "target_length": 48, "solve_rate_band": band, **spec}}
+
+
 SCHEDULE = {"type": "stepwise_exponential", "start": 256, "end": 64, "total_steps": 4, "n_drops": 1}
 CURRICULUM = {"name": "curriculum_budget", "schedule": SCHEDULE}
 BAD: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -160,6 +167,23 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     "split of an rg task": ({"data": {"train": RG, "split": "train"}}, "data.split", "no splits"),
     "TRL's own vLLM": ({"use_vllm": True}, "use_vllm", "rollout: {engine: vllm}"),
     "eval without a dataset": ({"eval_strategy": "steps", "eval_steps": 1}, "eval_strategy", "eval dataset"),
+    # dynamic sampling's solve-rate band (issue 16): G = 4, so a varying group has a rate of 1/4, 2/4 or 3/4
+    "band upside down": (_band([0.8, 0.2]), "variant.solve_rate_band", "0 <= low <= high <= 1"),
+    "band above 1": (_band([0.2, 1.5]), "variant.solve_rate_band", "0 <= low <= high <= 1"),
+    "band of one number": (_band([0.5]), "variant.solve_rate_band", "two numbers [low, high]"),
+    "band as a string": (_band("0.2-0.8"), "variant.solve_rate_band", "expected list[float]"),
+    "band between G's rates": (_band([0.3, 0.45]), "variant.solve_rate_band", "admits no solve rate"),
+    "band of solved groups only": (_band([1.0, 1.0]), "variant.solve_rate_band", "1/4, 2/4, 3/4"),
+    "band without dynamic sampling": (
+        _band([0.2, 0.8], dynamic_sampling=False),
+        "variant.solve_rate_band",
+        "dynamic_sampling: true",
+    ),
+    "band on plain grpo": (
+        {"variant": {"name": "grpo", "solve_rate_band": [0.2, 0.8]}},
+        "variant.solve_rate_band",
+        "unknown key",
+    ),
 }
 
 
@@ -307,6 +331,10 @@ EARLY: dict[str, tuple[dict[str, Any], str]] = {
             }
         },
         "data.train",
+    ),
+    "dynamic sampling: a band no group can be in": (
+        {"variant": {"name": "ulorl", "segment_length": 48, "max_total_tokens": 48, "solve_rate_band": [0.3, 0.4]}},
+        "variant.solve_rate_band",
     ),
     "engine: trl cannot run serial exits": (
         {"variant": {"name": "s_grpo", "num_exits": 3}, "rollout": {"engine": "trl"}},

@@ -58,8 +58,15 @@ CASES: dict[str, tuple[dict[str, Any], int, list[dict[str, Any]], str]] = {
     ),
     # dynamic sampling needs whole groups per process: 16 rows = 4 groups, 2 per process
     "dler_dynamic": ({"name": "dler", "target_length": 16, "max_resample_rounds": 2}, 16, [], "boxed"),
+    # the same with a solve-rate band: 1 or 2 of 4 solved (the scripted groups have 0 to 4)
+    "dler_band": (
+        {"name": "dler", "target_length": 16, "max_resample_rounds": 2, "solve_rate_band": [0.25, 0.5]},
+        16,
+        [],
+        "boxed",
+    ),
 }
-SPLIT = [name for name in CASES if name != "dler_dynamic"]
+SPLIT = [name for name in CASES if name not in ("dler_dynamic", "dler_band")]
 
 
 def _free_port() -> int:
@@ -133,6 +140,8 @@ def _global_records(folder: Path, name: str) -> list[dict[str, Any]]:
             glob[key] = sum((r[key] or [] for r in records), [])
         glob["gathered_rewards"] = [r["gathered_rewards"] for r in records]
         glob["refill_rows"] = [r["refill_rows"] for r in records]
+        glob["rounds"] = [r["rounds"] for r in records]
+        glob["group_counts"] = [r["group_counts"] for r in records]
         glob["global_step"] = {r["global_step"] for r in records}
         glob["budget"] = {r["budget"] for r in records}
         merged.append(glob)
@@ -188,3 +197,37 @@ def test_dynamic_sampling_refills_distinct_rows_and_whitens_the_gathered_batch(r
         expected = group_center_batch_whiten(rewards, torch.tensor(b["lengths"]).view(-1, G), valid=valid)
         assert b["advantages"] == pytest.approx(expected.reshape(-1).tolist(), abs=1e-5)
     assert refilled, "no refill round happened: the case does not exercise dynamic sampling"
+
+
+@pytest.mark.slow
+def test_solve_rate_band_decides_each_group_alike_on_one_and_two_processes(runs: dict[int, Path]) -> None:
+    """A step's first generation round is the same global batch in both runs (4 groups; 2 per process in the
+    2-process run), and each process trains on the round-0 groups that pass its filter. So a round-0 group is trained
+    on iff its solve rate is inside the band (1 or 2 of 4 solved; 0 < k < 4 also varies), in both runs alike; every
+    trained group is inside the band; the logged counts are whole-batch sums every process agrees on."""
+    one, two = _global_records(runs[1], "dler_band"), _global_records(runs[2], "dler_band")
+    out_of_band_seen = False
+    for a, b in zip(one, two, strict=True):
+        assert [len(rounds[0]["prompt_ids"]) for rounds in b["rounds"]] == [2 * G, 2 * G], "2 groups per process"
+        first = [_first_round(rec) for rec in (a, b)]
+        assert first[0] == first[1], "round 0 is the same global batch in both runs"
+        prompts, solved = first[0]
+        out_of_band_seen |= any(k in (0, 3, 4) for k in solved)
+        for rec in (a, b):
+            trained = [p for p, v in zip(rec["prompt_ids"][::G], rec["valid"][::G]) if v]
+            assert [p in trained for p in prompts] == [1 <= k <= 2 for k in solved], solved
+            rewards = [rec["rewards"][g * G : (g + 1) * G] for g, v in enumerate(rec["valid"][::G]) if v]
+            assert all(1 <= sum(r > 0 for r in group) <= 2 for group in rewards), "a trained group outside the band"
+            counts = rec["group_counts"]
+            assert all(c == counts[0] for c in counts), "every process logs the same whole-batch counts"
+            total = counts[0]
+            assert total["brevity/groups_seen"] == total["brevity/groups_kept"] + total["brevity/groups_dropped"]
+            assert total["brevity/groups_out_of_band"] >= sum(k in (0, 3, 4) for k in solved)
+    assert out_of_band_seen, "no round-0 group fell outside the band: the case does not exercise it"
+
+
+def _first_round(record: dict[str, Any]) -> tuple[list[list[int]], list[int]]:
+    """Round 0 of a generation batch over all processes in rank order: each group's prompt ids and solved count."""
+    prompts = sum((rounds[0]["prompt_ids"] for rounds in record["rounds"]), [])
+    solved = sum((rounds[0]["solved"] for rounds in record["rounds"]), [])
+    return prompts[::G], [sum(solved[g * G : (g + 1) * G]) for g in range(len(solved) // G)]

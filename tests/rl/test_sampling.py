@@ -1,4 +1,4 @@
-"""Dynamic sampling: zero-variance filter and the multi-round bookkeeping."""
+"""Dynamic sampling: zero-variance filter, the solve-rate band and the multi-round bookkeeping."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rl.sampling import DynamicSampler, zero_variance_groups
+from rl.sampling import DynamicSampler, band_error, in_band, solve_rates, zero_variance_groups
 
 
 def test_zero_variance_groups() -> None:
@@ -78,3 +78,81 @@ def test_sampler_state_dict_round_trip_and_reset() -> None:
         restored.kept_indices()
     with pytest.raises(ValueError, match="target_groups"):
         DynamicSampler(target_groups=0, max_rounds=1)
+
+
+# ---- solve-rate band -------------------------------------------------------------------------------------------------
+
+
+def _solved(counts: list[int], g: int) -> torch.Tensor:
+    """(P, G) solved flags with counts[p] members solved (the first ones)."""
+    return torch.tensor([[j < k for j in range(g)] for k in counts])
+
+
+@pytest.mark.parametrize(
+    ("g", "band", "kept_counts"),
+    [
+        (4, (0.25, 0.5), [1, 2]),
+        (4, (0.2, 0.8), [1, 2, 3]),  # 0.2·4 = 0.8 -> at least 1; 0.8·4 = 3.2 -> at most 3
+        (5, (0.2, 0.8), [1, 2, 3, 4]),  # both ends included: 1/5 and 4/5 exactly (no float slip)
+        (10, (0.3, 0.7), [3, 4, 5, 6, 7]),  # 0.3·10 = 3.0000000000000004 in floats, still inside
+        (8, (0.0, 1.0), [0, 1, 2, 3, 4, 5, 6, 7, 8]),  # everything: only the variance filter is left
+        (8, (0.5, 0.5), [4]),
+    ],
+)
+def test_in_band_keeps_solve_rates_inside_both_ends(g: int, band: tuple[float, float], kept_counts: list[int]) -> None:
+    counts = list(range(g + 1))
+    inside = in_band(_solved(counts, g), band)
+    assert [k for k, flag in zip(counts, inside.tolist()) if flag] == kept_counts
+    assert solve_rates(_solved([0, 1, g], g)).tolist() == pytest.approx([0.0, 1 / g, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("band", "g", "fragment"),
+    [
+        ([0.2, 0.8], 4, None),
+        ([0, 1], 2, None),  # ints are numbers
+        ([0.5, 0.5], 4, None),
+        ([0.8, 0.2], 4, "0 <= low <= high <= 1"),
+        ([-0.1, 0.5], 4, "0 <= low <= high <= 1"),
+        ([0.2, 0.5, 0.8], 4, "two numbers"),
+        ([True, 1], 4, "two numbers"),
+        ([0.3, 0.45], 4, "admits no solve rate"),  # 1/4 = 0.25 and 2/4 = 0.5 both outside
+        ([0.0, 0.0], 8, "admits no solve rate"),  # all unsolved only: never varies
+        ([1.0, 1.0], 8, "1/8, 2/8"),
+    ],
+)
+def test_band_error(band: list[float], g: int, fragment: str | None) -> None:
+    error = band_error(band, g)
+    assert (error is None) if fragment is None else (error is not None and fragment in error), error
+
+
+def test_sampler_keeps_only_varying_groups_inside_the_band() -> None:
+    """Rewards and solved flags as DLER's filter gives them (correctness 0/1): G = 4, band [0.25, 0.5]."""
+    sampler = DynamicSampler(target_groups=3, max_rounds=0, band=(0.25, 0.5))
+    counts = [0, 1, 2, 3, 4]
+    solved = _solved(counts, 4)
+    keep = sampler.add(solved.float(), solved=solved)
+    assert keep.tolist() == [False, True, True, False, False]
+    assert (sampler.num_seen, sampler.num_kept, sampler.num_dropped, sampler.num_out_of_band) == (5, 2, 3, 3)
+    # a varying score outside the band is dropped; inside but flat (a weighted score that does not vary) too
+    scores = torch.tensor([[0.0, 0.5, 0.5, 0.5], [0.2, 0.2, 0.2, 0.2], [0.0, 1.0, 0.0, 0.0]])
+    keep = sampler.add(scores, solved=scores > 0.4)
+    assert keep.tolist() == [False, False, True]
+    assert sampler.done and sampler.kept_indices() == [1, 2, 7]
+    assert (sampler.num_seen, sampler.num_kept, sampler.num_out_of_band) == (8, 3, 5)
+    state = json.loads(json.dumps(sampler.state_dict()))
+    restored = DynamicSampler(1, 1)
+    restored.load_state_dict(state)
+    assert restored.band == (0.25, 0.5) and restored.state_dict() == sampler.state_dict()
+    with pytest.raises(ValueError, match="solved flags"):
+        DynamicSampler(1, 0, band=(0.2, 0.8)).add(MIXED)
+
+
+def test_band_decisions_do_not_depend_on_how_groups_are_split() -> None:
+    """Each group's decision reads its own G values: any split of the groups into parts decides alike."""
+    generator = torch.Generator().manual_seed(0)
+    solved = torch.rand(12, 6, generator=generator) > 0.5
+    whole = in_band(solved, (0.3, 0.7))
+    for cut in range(1, 12):
+        parts = [in_band(solved[:cut], (0.3, 0.7)), in_band(solved[cut:], (0.3, 0.7))]
+        assert torch.equal(torch.cat(parts), whole)

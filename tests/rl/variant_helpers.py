@@ -4,6 +4,7 @@ The rewards are real TRL reward functions (loaded by dotted path, as a user's ow
 on demand instead of depending on what a random tiny model writes:
 - `correctness`: 1/0 by the sample's position in its group, from a `pattern` column ("1100": first two correct);
 - `checksum`: a reward that varies inside every group (token-id sum mod 97), or 0.0 for rows flagged `flat`;
+- `parity`: 1/0 by the parity of the token-id sum, so a random model's groups have every solve rate;
 - `Probe`: records the reward kwargs TRL passes (rollout extra fields, dataset columns) and scores 0.
 """
 
@@ -31,6 +32,12 @@ def checksum(
     """(Σ ids mod 97) / 97: distinct random completions score differently; rows with `flat` True score 0.0."""
     flags = flat if flat is not None else [False] * len(completion_ids)
     return [0.0 if f else (sum(ids) % 97) / 97 for ids, f in zip(completion_ids, flags, strict=True)]
+
+
+def parity(completion_ids: Sequence[Sequence[int]], **kwargs: Any) -> list[float]:
+    """1.0 when the completion's token ids sum to an even number: a coin flip per sampled completion, so groups of
+    a random model get every solve rate."""
+    return [float(sum(ids) % 2 == 0) for ids in completion_ids]
 
 
 class Probe:
