@@ -27,6 +27,8 @@ from rollouts.types import Completion, Request
 CORRECT, WRONG = 1001, 1002  # answer tokens; the scripted reward looks for CORRECT
 MARK = 1100  # a member's first token is MARK + j, so a resumed segment knows which member it continues
 FILLER = 2000  # filler tokens are FILLER .. FILLER + 99
+# dynamic sampling's per-step counts, summed over processes (brevity/groups_trained is each process's own)
+GROUP_COUNTS = [f"brevity/groups_{name}" for name in ("seen", "kept", "dropped", "out_of_band")]
 
 
 def _h(*parts: Any) -> int:
@@ -136,7 +138,7 @@ def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
                 "input_rows": [row.get("problem_id") for row in inputs],
                 "refill_rows": refills[:],
                 "rounds": rounds[:],
-                "group_counts": {k: v[-1] for k, v in trainer._metrics["train"].items() if "brevity/groups_" in k},
+                "group_counts": {k: v[-1] for k, v in trainer._metrics["train"].items() if k in GROUP_COUNTS},
             }
         )
         refills.clear()
