@@ -76,7 +76,10 @@ class StudyConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_TOP = ("name", "task", "hard_terms", "sizes", "model", "sft", "train", "template", "methods", "eval", "parallel")
+_TOP = (
+    "extends", "name", "task", "hard_terms", "sizes", "model", "sft", "train", "template", "methods", "eval", "parallel",
+)  # fmt: skip
+_MERGED = ("task", "sizes", "sft", "train", "eval")  # `extends`: these sections merge key by key; the rest replace
 _METHOD_KEYS = ("variant", "rewards", "train", "eval", "data", "rollout")
 
 
@@ -135,5 +138,31 @@ def parse_study(raw: Any, source: str = "<study>") -> StudyConfig:
     )
 
 
+def resolve_extends(raw: Any, path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """A preset with `extends: <preset.yaml>` (relative to its own file) is that preset with this one's keys on top:
+    `task`, `sizes`, `sft`, `train` and `eval` merge key by key, every other key (`methods` included) replaces the
+    parent's. Lets a preset that adds arms or changes one setting share the warm start recipe without copying it."""
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    parent_path = (path.parent / str(raw["extends"])).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(str(path), "extends", f"{raw['extends']!r} extends itself (a cycle)")
+    if not parent_path.is_file():
+        raise ConfigError(str(path), "extends", f"no preset file {parent_path}")
+    parent = resolve_extends(load_yaml_file(parent_path, "study config"), parent_path, (*seen, path.resolve()))
+    if not isinstance(parent, dict):
+        raise ConfigError(str(parent_path), "<top level>", "expected a mapping of keys")
+    merged = {k: v for k, v in parent.items() if k != "name"}
+    for key, value in raw.items():
+        if key == "extends":
+            continue
+        if key in _MERGED and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_study(path: str | Path) -> StudyConfig:
-    return parse_study(load_yaml_file(path, "study config"), str(path))
+    path = Path(path)
+    return parse_study(resolve_extends(load_yaml_file(path, "study config"), path), str(path))

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from rl.config import ConfigError
-from rl.study.config import parse_study
+from rl.study.config import load_study, parse_study
 from rl.study.run import StageError, Study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,52 @@ def test_presets_parse_with_every_method():
             raw = study.arm_config(method, Path("."))
             raw["data"]["train"] = str(ROOT / "experiments/smoke/questions.jsonl")
             parse_config(raw, f"{preset}:{method.name}")
+
+
+def test_presets_that_extend_another_parse_to_valid_arms():
+    """tiny-rewards and the smollm2 GRPO-λ diagnostic extend a preset: the parent's warm start recipe and budget,
+    their own arms; every arm is a valid experiment (rewards included)."""
+    from rl.config import parse_config
+
+    tiny, rewards = (
+        load_study(ROOT / "experiments/study/tiny.yaml"),
+        load_study(ROOT / "experiments/study/tiny-rewards.yaml"),
+    )
+    assert rewards.name == "tiny-rewards" and (rewards.task, rewards.sizes, rewards.sft) == (
+        tiny.task,
+        tiny.sizes,
+        tiny.sft,
+    )
+    assert rewards.train == tiny.train and rewards.eval == tiny.eval
+    names = [m.name for m in rewards.methods]
+    assert names == ["grpo", "kimi_length", "shortest_correct", "group_length", "hard_limit", "solve_rate_length"]
+    diagnostic = load_study(ROOT / "experiments/study/diagnostics/smollm2-grpo-lambda.yaml")
+    assert diagnostic.sft == load_study(ROOT / "experiments/study/smollm2.yaml").sft and diagnostic.parallel == 5
+    for config in (rewards, diagnostic):
+        study = Study(config, Path("/nonexistent"), seed=0)
+        for method in config.methods:
+            raw = study.arm_config(method, Path("."))
+            raw["data"]["train"] = str(ROOT / "experiments/smoke/questions.jsonl")
+            parse_config(raw, f"{config.name}:{method.name}")
+    arms = {m.name: study.arm_config(m, Path(".")) for m in diagnostic.methods}
+    assert arms["grpo_lambda_lr3e6"]["learning_rate"] == 3.0e-6 and arms["grpo_lambda"]["learning_rate"] == 1.0e-5
+
+
+def test_extends_merges_sections_and_names_bad_parents(tmp_path):
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump({**TINY, "name": "parent"}))
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": "parent.yaml", "train": {"learning_rate": 1.0e-5}, "parallel": 3,
+                                     "methods": {"grpo": {}}}))  # fmt: skip
+    config = load_study(child)
+    assert config.name == "child" and config.parallel == 3 and [m.name for m in config.methods] == ["grpo"]
+    assert config.train["learning_rate"] == 1.0e-5 and config.train["max_steps"] == TINY["train"]["max_steps"]
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump({"extends": "loop2.yaml"}))
+    (tmp_path / "loop2.yaml").write_text(yaml.safe_dump({"extends": "loop.yaml"}))
+    with pytest.raises(ConfigError, match=r"loop.*extends: .*a cycle"):
+        load_study(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text(yaml.safe_dump({"extends": "missing.yaml"}))
+    with pytest.raises(ConfigError, match=r"orphan.yaml: extends: no preset file .*missing.yaml"):
+        load_study(tmp_path / "orphan.yaml")
 
 
 def test_arms_share_the_budget_and_keep_their_papers_settings():

@@ -35,7 +35,7 @@ class FakeTrainer:
 
     def __init__(self, raises: type[BaseException] | None = None) -> None:
         self.model = _tiny_tied_model()
-        self.raises, self.resumed_from, self.saved = raises, "never called", False
+        self.raises, self.resumed_from, self.saved, self.state_saved = raises, "never called", False, False
 
     def train(self, resume_from_checkpoint: str | None = None) -> None:
         self.resumed_from = resume_from_checkpoint
@@ -44,6 +44,9 @@ class FakeTrainer:
 
     def save_model(self, output_dir: str) -> None:
         self.saved = True
+
+    def save_state(self) -> None:
+        self.state_saved = True
 
 
 def _tiny_tied_model() -> Any:
@@ -89,7 +92,7 @@ def test_bad_resume_stops_before_the_model(
 def test_resume_latest_picks_the_newest_or_starts_fresh_when_asked(tmp_path: Path, fake: dict[str, Any]) -> None:
     path = _config(tmp_path)
     assert main(["--config", str(path), "--resume", "latest", "--allow-fresh"]) == 0
-    assert fake["trainer"].resumed_from is None and fake["trainer"].saved
+    assert fake["trainer"].resumed_from is None and fake["trainer"].saved and fake["trainer"].state_saved
     for step in (2, 10, 9):
         (tmp_path / "run" / f"checkpoint-{step}").mkdir(parents=True)
     (tmp_path / "run" / "checkpoint-notes").mkdir()  # not a checkpoint; must not crash the sort
@@ -109,7 +112,7 @@ def test_ctrl_c_names_the_latest_checkpoint_and_the_resume_command(
     err = capsys.readouterr().err
     assert str(tmp_path / "run" / "checkpoint-3") in err
     assert f"brevity train --config {path} --resume latest" in err and "Traceback" not in err
-    assert not fake["trainer"].saved
+    assert not fake["trainer"].saved and not fake["trainer"].state_saved
 
 
 def test_ctrl_c_while_loading_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
