@@ -49,6 +49,10 @@ class DataSpec:
     template: str = "boxed"
     columns: dict[str, str | None] | None = None
     split: str | None = None  # hub datasets and benchmarks (e.g. gsm8k@hub, split train); None: the source's default
+    # [low, high] tokens: every prompt gets its own budget, a uniform integer in [low, high] drawn with `seed` (L1,
+    # arXiv 2503.04697: [100, 4000]), written into the prompt by a template with a budget slot and kept in the
+    # `budget` column, which budget-reading rewards (budget_conditioned) get per completion
+    budget: list[int] | None = None
 
 
 @dataclass
@@ -307,12 +311,31 @@ def validate(config: ExperimentConfig) -> None:
             f"variant {config.variant_name!r} rewrites the {plan.transform_column!r} reward on the gathered batch, "
             f"but the rewards are {reward_names}",
         )
-    if TEMPLATES[config.data.template].has_budget_slot and plan.budget_schedule is None:
+    budget = config.data.budget
+    if budget is not None:
+        if len(budget) != 2 or not 1 <= budget[0] <= budget[1]:
+            raise ConfigError(src, "data.budget", f"expected [low, high] tokens with 1 <= low <= high, got {budget}")
+        if not TEMPLATES[config.data.template].has_budget_slot:
+            raise ConfigError(
+                src,
+                "data.budget",
+                f"per-prompt budgets are written into the prompt by a template with a budget slot ('budget' or "
+                f"'budget_raw'), but data.template is {config.data.template!r}",
+            )
+        if plan.budget_schedule is not None:
+            raise ConfigError(
+                src,
+                "data.budget",
+                f"variant {config.variant_name!r} states its own per-step budget B(t); per-prompt budgets would "
+                "contradict it",
+            )
+    if TEMPLATES[config.data.template].has_budget_slot and plan.budget_schedule is None and budget is None:
         raise ConfigError(
             src,
             "data.template",
-            f"{config.data.template!r} states a per-step token budget, which only a budget schedule "
-            f"(curriculum_budget) fills in; variant {config.variant_name!r} would show the raw slot",
+            f"{config.data.template!r} states a token budget, which a budget schedule (curriculum_budget) or "
+            f"per-prompt budgets (data.budget: [low, high]) fill in; variant {config.variant_name!r} would show the "
+            "raw slot",
         )
     rows = grpo.per_device_train_batch_size * grpo.steps_per_generation  # one process's generation batch
     if plan.dynamic_sampling and rows % grpo.num_generations:

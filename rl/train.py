@@ -10,6 +10,7 @@ import argparse
 import ast
 import logging
 import os
+import random
 import re
 import sys
 from collections.abc import Callable
@@ -36,11 +37,13 @@ def build_dataset(config: ExperimentConfig) -> Any:
         raise ValueError(f"{config.source}: data.train: {e}") from None
     if not problems:
         raise ValueError(f"{config.source}: data.train: {spec.train!r} produced no rows")
-    rows = {
-        "prompt": [render(spec.template, p.prompt, keep_slot=True) for p in problems],
-        "answer": [p.answer for p in problems],
-        "problem_id": [p.id for p in problems],
-    }
+    rows: dict[str, list[Any]] = {"answer": [p.answer for p in problems], "problem_id": [p.id for p in problems]}
+    if spec.budget is None:
+        rows["prompt"] = [render(spec.template, p.prompt, keep_slot=True) for p in problems]
+    else:  # L1: each prompt states its own budget; the reward reads the same number from the `budget` column
+        rng = random.Random(f"budget:{spec.seed}")
+        rows["budget"] = [rng.randint(spec.budget[0], spec.budget[1]) for _ in problems]
+        rows["prompt"] = [render(spec.template, p.prompt, budget=b) for p, b in zip(problems, rows["budget"])]
     return Dataset.from_dict(rows)
 
 
@@ -57,7 +60,14 @@ def build_rewards(config: ExperimentConfig) -> list[Any]:
 
 
 def check_labels(config: ExperimentConfig, dataset: Any, rewards: list[Any]) -> None:
-    """A reward that reads reference answers needs them: fail before the model is loaded."""
+    """A reward that reads reference answers or per-prompt budgets needs them: fail before the model is loaded."""
+    for r in rewards:
+        column = getattr(r, "budget_column", None)
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(
+                f"{config.source}: reward {r.__name__!r} reads each prompt's token budget from the {column!r} "
+                "column: set data.budget: [low, high] (and data.template: budget) to draw one per prompt"
+            )
     needs = [r.__name__ for r in rewards if hasattr(r, "answer_column")]
     if needs and any(a is None for a in dataset["answer"]):
         raise ValueError(

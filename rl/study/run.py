@@ -160,17 +160,23 @@ class Study:
         from rl.study.data import write_study_data
 
         c = self.config
-        budgets = self.curriculum_budget_range()
+        budgets = self.budget_range()
         info = write_study_data(
             self.data, c.task, seed=self.seed, **asdict(c.sizes), hard_terms=c.hard_terms, budget_range=budgets
         )
 
         _mark(self.data, **info, task=asdict(c.task), hard_terms=c.hard_terms)
 
-    def curriculum_budget_range(self) -> tuple[int, int] | None:
-        """(B_end, B_start) of a curriculum_budget arm's schedule, if the study has one."""
+    def budget_range(self) -> tuple[int, int] | None:
+        """(lowest, highest) token budget any arm states in its prompts: a curriculum_budget arm's B(t) from start to
+        end, an arm's per-prompt `data.budget` range; None if no arm states one. A quarter of the warm-start prompts
+        carry a budget from this range, so the warm start has seen the budget line."""
+        ranges = []
         for m in self.config.methods:
             variant = m.experiment.get("variant", {})
+            budget = (m.experiment.get("data") or {}).get("budget")
+            if isinstance(budget, list) and len(budget) == 2:
+                ranges.append((int(budget[0]), int(budget[1])))
             if isinstance(variant, dict) and variant.get("name") == "curriculum_budget":
                 from rewards.schedules import make_schedule
                 from rl.variants.curriculum_budget import Spec
@@ -179,8 +185,8 @@ class Study:
                 schedule = make_schedule(raw)
                 total = int(raw.get("total_steps", 1))
                 ends = (int(schedule(0)), int(schedule(total)))
-                return min(ends), max(ends)
-        return None
+                ranges.append((min(ends), max(ends)))
+        return (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
 
     def base_model(self) -> str:
         """The model the study starts from: a from-scratch tiny model written once, or the named base model."""

@@ -89,7 +89,8 @@ def test_presets_that_extend_another_parse_to_valid_arms():
     )
     assert rewards.train == tiny.train and rewards.eval == tiny.eval
     names = [m.name for m in rewards.methods]
-    assert names == ["grpo", "kimi_length", "shortest_correct", "group_length", "hard_limit", "solve_rate_length"]
+    assert names == ["grpo", "kimi_length", "shortest_correct", "group_length", "hard_limit", "solve_rate_length",
+                     "budget_conditioned"]  # fmt: skip
     diagnostic = load_study(ROOT / "experiments/study/diagnostics/smollm2-grpo-lambda.yaml")
     assert diagnostic.sft == load_study(ROOT / "experiments/study/smollm2.yaml").sft and diagnostic.parallel == 5
     for config in (rewards, diagnostic):
