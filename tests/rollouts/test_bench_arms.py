@@ -214,3 +214,25 @@ def test_engine_memory_growth_arithmetic() -> None:
     assert flat == {"slope_bytes_per_call": 0.0, "growth_bytes": 0.0}
     with pytest.raises(argparse.ArgumentTypeError, match="ROWSxNEW_TOKENS"):
         em.parse_shape("128by512")
+
+
+def test_study_stages_reads_a_finished_study(tmp_path: Path) -> None:
+    """study_stages reports the stage times of the study's DONE.json and each arm's and evaluation's own wall time;
+    an unfinished folder is named."""
+    import study_stages as ss
+
+    folder = tmp_path / "study"
+    meta = {"preset": "tiny", "seed": 0, "machine": "CPU", "commit": "abc", "command": "brevity study", "wall_s": 9.0}
+    (folder / "arms" / "grpo").mkdir(parents=True)
+    (folder / "eval" / "grpo").mkdir(parents=True)
+    (folder / "eval" / "base").mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({"meta": meta}))
+    with pytest.raises(FileNotFoundError, match="no finished study"):
+        ss.stages(folder)
+    (folder / "DONE.json").write_text(json.dumps({"stage_wall_s": {"warm start": 5.0, "arms": 3.0}}))
+    (folder / "arms" / "grpo" / "DONE.json").write_text(json.dumps({"wall_s": 2.5}))
+    (folder / "eval" / "grpo" / "DONE.json").write_text(json.dumps({"wall_s": 1.0}))
+    report = ss.stages(folder)
+    assert report["stage_wall_s"] == {"warm start": 5.0, "arms": 3.0} and report["wall_s"] == 9.0
+    assert report["arm_train_wall_s"] == {"grpo": 2.5}
+    assert report["eval_wall_s"] == {"base": None, "grpo": 1.0}  # base's evaluation did not finish
