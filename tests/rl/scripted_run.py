@@ -96,7 +96,7 @@ def _unpad(ids: Any, mask: Any) -> list[list[int]]:
 
 def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
     """Train on one YAML (resuming from its `resume_from_checkpoint`, if set) and write this rank's log."""
-    from rl.config import load_config
+    from rl.experiment import load_config
     from rl.train import build_trainer
 
     config = load_config(config_path)

@@ -61,7 +61,7 @@ def fingerprint(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 
 
 def run(config_path: str, out_dir: Path) -> None:
-    from rl.config import load_config
+    from rl.experiment import load_config
     from rl.train import build_trainer
     from rl.weight_sync import full_state
 

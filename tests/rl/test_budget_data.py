@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rl.config import ConfigError, parse_config
+from rl.config import ConfigError
+from rl.experiment import parse_config
 from tests.rl.variant_helpers import Probe, build, ours, problems, write_jsonl
 
 G = 4
@@ -60,7 +61,10 @@ def test_budget_reward_without_budgets_is_refused_before_loading(tiny_model_path
         ({"budget": [20, 40], "template": "boxed"}, {"name": "grpo"}, "template with a budget slot"),
         (
             {"budget": [20, 40]},
-            {"name": "curriculum_budget", "schedule": {"type": "linear", "start": 8, "end": 4, "total_steps": 2, "n_drops": 1}},
+            {
+                "name": "curriculum_budget",
+                "schedule": {"type": "linear", "start": 8, "end": 4, "total_steps": 2, "n_drops": 1},
+            },
             "per-step budget B\\(t\\)",
         ),
     ],

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rl.config import ConfigError, load_config, parse_config, validate
+from rl.config import ConfigError
+from rl.experiment import load_config, parse_config, validate
 from rl.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]

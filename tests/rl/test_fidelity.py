@@ -124,7 +124,7 @@ def test_paper_defaults_when_the_yaml_is_silent(name: str) -> None:
     """Every variant states its loss type and KL estimator instead of inheriting TRL's defaults ("dapo", and k3
     multiplied by the importance ratio); KL is plain k3 as DLER's fork and the surrogate code (veRL `low_var_kl`)
     and the GRPO paper compute it."""
-    from rl.config import parse_config
+    from rl.experiment import parse_config
     from rl.variants import VARIANTS
 
     defaults = VARIANTS[name].trl_defaults(VARIANTS[name].Spec())
@@ -361,7 +361,7 @@ def test_s_grpo_strict_filter_requires_a_correct_early_exit(tiny_model_path: str
 
 
 def test_curriculum_format_reward_is_half_think_half_answer() -> None:
-    from rl.config import parse_config
+    from rl.experiment import parse_config
 
     config = parse_config({"variant": "curriculum_budget", "data": {"template": "budget_raw"}}, "c.yaml")
     weights = {r.name: r.weight for r in config.rewards}
@@ -417,7 +417,8 @@ def test_trl_engine_runs_every_variant_that_allows_it(tiny_model_path: str, tmp_
 
 @pytest.mark.parametrize("variant", ["s_grpo", "ulorl", "curriculum_budget"])
 def test_trl_engine_is_refused_at_load_time_naming_the_key(variant: str) -> None:
-    from rl.config import ConfigError, parse_config
+    from rl.config import ConfigError
+    from rl.experiment import parse_config
 
     raw: dict[str, Any] = {"variant": variant, "rollout": {"engine": "trl"}, "per_device_train_batch_size": 144}
     if variant == "curriculum_budget":

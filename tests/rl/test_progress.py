@@ -45,7 +45,7 @@ def test_one_summary_line_per_log_step_and_the_raw_dict_to_the_logger(capsys, ca
 def test_grpo_config_does_not_pin_memory_on_cpu() -> None:
     import torch
 
-    from rl.config import _grpo_config
+    from rl.trl_args import grpo_config as _grpo_config
 
     config = _grpo_config({"output_dir": "/tmp/x"}, "test.yaml")
     assert config.dataloader_pin_memory is torch.cuda.is_available()

@@ -64,7 +64,7 @@ def test_presets_parse_with_every_method():
             "format_length",
         }
         # every arm's experiment YAML is a valid brevity experiment (checked by rl.config, no model loaded)
-        from rl.config import parse_config
+        from rl.experiment import parse_config
 
         study = Study(config, Path("/nonexistent"), seed=0)
         for method in config.methods:
@@ -76,7 +76,7 @@ def test_presets_parse_with_every_method():
 def test_presets_that_extend_another_parse_to_valid_arms():
     """tiny-rewards and the smollm2 GRPO-λ diagnostic extend a preset: the parent's warm start recipe and budget,
     their own arms; every arm is a valid experiment (rewards included)."""
-    from rl.config import parse_config
+    from rl.experiment import parse_config
 
     tiny, rewards = (
         load_study(ROOT / "experiments/study/tiny.yaml"),

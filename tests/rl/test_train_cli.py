@@ -36,6 +36,7 @@ class FakeTrainer:
     def __init__(self, raises: type[BaseException] | None = None) -> None:
         self.model = _tiny_tied_model()
         self.raises, self.resumed_from, self.saved, self.state_saved = raises, "never called", False, False
+        self.pushed = False
 
     def train(self, resume_from_checkpoint: str | None = None) -> None:
         self.resumed_from = resume_from_checkpoint
@@ -47,6 +48,12 @@ class FakeTrainer:
 
     def save_state(self) -> None:
         self.state_saved = True
+
+    def is_world_process_zero(self) -> bool:
+        return True
+
+    def push_to_hub(self) -> None:
+        self.pushed = True
 
 
 def _tiny_tied_model() -> Any:

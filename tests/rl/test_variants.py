@@ -238,7 +238,7 @@ def test_label_free_data_is_refused_by_a_reward_that_needs_answers(tiny_model_pa
 )
 def test_smoke_config_trains(variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """experiments/smoke/<variant>.yaml trains its 2 steps on CPU (SmolLM2-135M) and moves the parameters."""
-    from rl.config import load_config
+    from rl.experiment import load_config
     from rl.train import build_trainer
 
     monkeypatch.chdir(REPO)  # data paths in the YAMLs are relative to the repository root

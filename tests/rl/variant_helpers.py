@@ -81,7 +81,7 @@ def build(
     **grpo: Any,
 ) -> Any:
     """A BrevityTrainer through the production path (`parse_config` + `build_trainer`) with tiny settings."""
-    from rl.config import parse_config
+    from rl.experiment import parse_config
     from rl.train import build_trainer
 
     raw: dict[str, Any] = {
