@@ -1,7 +1,7 @@
 """The `brevity` console script: one entry point that dispatches to the package that owns each job.
 
 Sub-commands import their module lazily, so `brevity eval` does not pay for TRL and `brevity merge` does not pay
-for the rollout engines. (The CLI is the one place that sees both `rl` and `eval`.)
+for the rollout engines. The CLI is the one place that names every package (`rl`, `eval`, `study`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import sys
 COMMANDS = {
     "eval": ("eval.run:main", "evaluate a model: accuracy and token cost (python -m eval.run)"),
     "compare": ("eval.compare:cli", "put several evaluation runs side by side"),
-    "demo": ("rl.demo:main", "the quickstart job on the offline SmolLM2"),
+    "demo": ("study.demo:main", "the quickstart job on the offline SmolLM2"),
     "train": ("rl.train:main", "train from an experiment YAML (python -m rl.train --config ...)"),
     "sft": ("rl.sft:main", "supervised warm start from an experiment YAML (TRL's SFTTrainer)"),
-    "study": ("rl.study.run:main", "the efficiency study: warm start, the control and six methods, one table"),
+    "study": ("study.run:main", "the efficiency study: warm start, the control and six methods, one table"),
     "merge": ("rl.merge:main", "update-selective merging of a tuned model into its base (DLER §4.6)"),
 }
 

@@ -9,9 +9,9 @@ import pytest
 
 from eval.overthinking import first_correct_tokens, mark_first_correct, overthinking_stats, token_ends
 from rewards.grading import grade
-from rl.study.tiny_model import build_tokenizer
+from study.tiny_model import build_tokenizer
 
-# The study's verbose trace shape (rl/study/traces.py): 4+5+3, restated, one re-check, a second pass.
+# The study's verbose trace shape (study/traces.py): 4+5+3, restated, one re-check, a second pass.
 TRACE = "<think>We need 4+5+3. 4+5=9. check 4+5=9. 9+3=12. again 4+5=9. 9+3=12.</think>\n<answer>\\boxed{12}</answer>"
 # <think> | We need | 4+5+3. (6) | ' ' | 4+5=9. (6) | ' check ' | 4+5=9. (6) | ' ' | 9+3=12 (6)  -> 29 tokens to "12";
 # . | ' again ' | 4+5=9. (6) | ' ' | 9+3=12. (7) | </think> | \n | <answer> | \boxed{ | 1 2 | } | </answer> -> 24 more

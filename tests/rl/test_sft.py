@@ -9,8 +9,8 @@ import pytest
 
 from rl.config import ConfigError
 from rl.sft import build_dataset, main, parse_sft_config
-from rl.study.tiny_model import save_base
 from rl.train import checkpoints
+from study.tiny_model import save_base
 
 
 @pytest.fixture

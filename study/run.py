@@ -3,7 +3,7 @@
 Stages, each kept when it finishes (a `DONE.json` beside its output), so re-running resumes at the first unfinished
 one and an interrupted run loses no finished arm:
 
-1. data: held-out evaluation splits, warm-start traces and RL prompts (`rl/study/data.py`);
+1. data: held-out evaluation splits, warm-start traces and RL prompts (`study/data.py`);
 2. base: the `tiny` preset's from-scratch model and character tokenizer (a named model is used as it is);
 3. warm start: `brevity sft` turns the base into a verbose reasoner;
 4. arms: `brevity train` for the control and every method, from the same warm start with the same steps, prompts and
@@ -33,8 +33,8 @@ from typing import Any
 import yaml
 
 from rl.config import ConfigError
-from rl.study.config import EvalSpec, StudyConfig, load_study
 from rl.train import checkpoints
+from study.config import EvalSpec, StudyConfig, load_study
 
 __all__ = ["Study", "main"]
 
@@ -77,7 +77,7 @@ def _git_commit() -> str:
     """The commit the study ran at (`$BREVITY_COMMIT` where the copy has no .git, as on the GPU machine)."""
     if os.environ.get("BREVITY_COMMIT"):
         return os.environ["BREVITY_COMMIT"]
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True)
@@ -157,7 +157,7 @@ class Study:
     def stage_data(self) -> None:
         if _done(self.data):
             return
-        from rl.study.data import write_study_data
+        from study.data import write_study_data
 
         c = self.config
         budgets = self.budget_range()
@@ -194,7 +194,7 @@ class Study:
             return str(self.config.model["base"])
         folder = self.out / "base"
         if not _done(folder):
-            from rl.study.tiny_model import save_base
+            from study.tiny_model import save_base
 
             save_base(folder, **self.config.model["init"], seed=self.seed)
             _mark(folder)
@@ -289,8 +289,8 @@ class Study:
 
     def stage_table(self, warm_start: Path, command: str, wall_s: float) -> dict[str, Any]:
         from eval.samples import nan_to_none
-        from rl.study.table import arm_row, markdown, plot, read_tokens, split_stats
         from rollouts.models import load_tokenizer
+        from study.table import arm_row, markdown, plot, read_tokens, split_stats
 
         tokenizer = load_tokenizer(str(warm_start))
         splits: dict[str, dict[str, Any]] = {}

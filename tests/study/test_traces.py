@@ -9,9 +9,9 @@ import re
 import pytest
 
 from rewards.grading import grade
-from rl.study.data import write_study_data
-from rl.study.tiny_model import build_tokenizer
-from rl.study.traces import Redundancy, SumTask, make_problem, minimal_trace, verbose_trace
+from study.data import write_study_data
+from study.tiny_model import build_tokenizer
+from study.traces import Redundancy, SumTask, make_problem, minimal_trace, verbose_trace
 
 
 def test_minimal_trace_holds_every_running_sum_and_the_answer():

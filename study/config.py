@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rl.config import ConfigError, build_dataclass, load_yaml_file
-from rl.study.traces import Redundancy, SumTask
+from study.traces import Redundancy, SumTask
 
 __all__ = ["EvalSpec", "Method", "StudyConfig", "load_study"]
 

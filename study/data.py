@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rl.study.traces import SumTask, Trace, make_problem
+from study.traces import SumTask, Trace, make_problem
 
 __all__ = ["write_study_data"]
 

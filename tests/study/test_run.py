@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from rl.config import ConfigError
-from rl.study.config import load_study, parse_study
-from rl.study.run import StageError, Study
+from study.config import load_study, parse_study
+from study.run import StageError, Study
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = yaml.safe_load((ROOT / "experiments" / "study" / "tiny.yaml").read_text())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rl.study.table import arm_row, efficiency_stats, markdown, plot, read_tokens, split_stats
+from study.table import arm_row, efficiency_stats, markdown, plot, read_tokens, split_stats
 
 
 def _summary(acc: float, stderr: float, trunc: float) -> dict:

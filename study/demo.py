@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rl.study.run import main as study
+    from study.run import main as study
 
     args = build_parser().parse_args(argv)
     return study(["--config", args.config, "--out", args.out, "--seed", str(args.seed)])
