@@ -1,8 +1,9 @@
 """Shared answer grader for training rewards and evaluation.
 
 ``grade(response, reference)`` extracts the final answer from a model response, normalises it and the reference
-MATH-style, and decides equivalence: first through cheap string / exact-number checks, then through math-verify
-(sympy).  It never raises on odd inputs and never hangs.
+(math-verify's own LaTeX clean-up, then units, degrees, percent, ``x =`` prefixes and separators), and decides
+equivalence: first through cheap string / exact-number checks, then through math-verify (sympy).  It never raises on
+odd inputs and never hangs.
 
 Answer extraction (``answer_format``):
 
@@ -69,7 +70,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -235,9 +236,9 @@ _UNICODE = {
     "\u00b2": "^2",
     "\u00b3": "^3",
 }
-_TEXT_CMD_RE = re.compile(
-    r"\\(?:text|textbf|textit|textrm|textnormal|textup|textsf|texttt|mathrm|mathbf|mathit|mathsf|mbox)\s*\{"
-)
+# After math-verify's clean-up, which turns \mathrm, \mathit, \mathbf, \textbf, \textit, \textrm and \textnormal
+# into \text.
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textup|textsf|texttt|mathsf|mbox)\s*\{")
 # Letters that are maths, never units.
 _MATH_WORDS = frozenset(
     "pi e i x y z n k sqrt infty inf infinity oo sin cos tan cot sec csc log ln exp mod gcd lcm max min".split()
@@ -257,6 +258,7 @@ _ASSIGN_RE = re.compile(
 # Commands that start an expression (a sum, a limit), never the name an answer is assigned to.
 _OPERATOR_RE = re.compile(r"\\(?:sum|prod|int|oint|lim|max|min|bigcup|bigcap)(?![A-Za-z])")
 _THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
 
 
 def _strip_text_commands(s: str) -> str:
@@ -282,8 +284,6 @@ def _strip_text_commands(s: str) -> str:
         after_unit = re.sub(r"^\s*\^\s*\{?\s*[23]\s*\}?", "", after)
         if not stripped:
             s = s[: m.start()] + after
-        elif stripped.lower() in ("or", "and"):  # "2 \text{ or } 3" lists answers; never glue them into "23"
-            s = s[: m.start()] + "," + after
         elif unit_like and before and (before[-1].isdigit() or before[-1] in "})") and not after_unit.strip(" ."):
             s = s[: m.start()] + after_unit
         else:
@@ -308,8 +308,23 @@ def _strip_trailing_unit(s: str) -> str:
     return s
 
 
+@functools.cache
+def _mv_cleanup() -> Callable[[str], str]:
+    """math-verify's own LaTeX clean-up (`normalize_latex`, which its parser runs on every LaTeX answer), limited to
+    exact rewrites: `basic_latex` (``$``, ``\\!``, ``\\left(``, ``\\dfrac``, ``\\mathrm`` -> ``\\text``, ``{,}``, "a or b" ->
+    ``a,b``...) and `malformed_operators` (``\\frac12``, ``\\sqrt2``, ``a/b``). Its `units` (single letters such as
+    ``m``, ``t``) and `nits` (``0.5`` -> ``\\frac{1}{2}``) stay in its parser. Imported on first use: it imports sympy."""
+    from latex2sympy2_extended.math_normalization import NormalizationConfig, normalize_latex
+
+    config = NormalizationConfig(
+        basic_latex=True, units=False, malformed_operators=True, nits=False, boxed="none", equations=False
+    )
+    return functools.partial(normalize_latex, config=config)
+
+
 def normalize_answer(text: str) -> str:
-    """MATH-style normalisation of an answer string (units, degrees, percent, ``$``, spacing, ``\\dfrac``...)."""
+    """MATH-style normalisation of an answer string: math-verify's LaTeX clean-up (`_mv_cleanup`), then what the
+    exact checks need beyond it (units, degrees, percent, ``name =`` prefixes, thousands separators, spacing)."""
     if not isinstance(text, str):
         return ""
     s = text
@@ -320,25 +335,18 @@ def normalize_answer(text: str) -> str:
         boxed = last_boxed(s)
         if boxed is not None:
             s = boxed
-    s = s.replace("\n", " ").replace("\\$", "").replace("$", "")
-    s = re.sub(r"\\[()\[\]]", " ", s)
-    s = s.replace("\\displaystyle", "")
-    s = re.sub(r"\\(?:left|right)\.", "", s)
-    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
-    s = re.sub(r"\\[!,;:]", "", s)
-    s = s.replace("\\ ", " ").replace("~", " ")
-    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    if not _PLAIN_NUMBER_RE.fullmatch(s):  # a plain number is left as it is; skip math-verify's ~20 regexes
+        s = _mv_cleanup()(s)
+    s = re.sub(r"\\[()\[\]]", " ", s)  # \( \) \[ \] delimiters, \left. \right. and thin spaces: not in math-verify's
+    s = re.sub(r"\\(?:left|right)\.?(?![A-Za-z])", "", s)
+    s = re.sub(r"\\[,;:]", "", s).replace("~", " ")
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])", "", s)
     s = s.replace("\\%", "").replace("%", "")
     s = _strip_text_commands(s).strip()
-    s = re.sub(r"\s+(?:or|and)\s+", ",", s)
     m = _ASSIGN_RE.fullmatch(s)
     if m is not None and "=" not in m.group(1) and not _OPERATOR_RE.match(s):
         s = m.group(1).strip()
     s = _strip_trailing_unit(s)
-    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
-    s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
-    s = re.sub(r"(?<=\d)\{,\}(?=\d)", "", s)
     s = s.strip()
     s = re.sub(r"(?<!\.)\.$", "", s).strip()
     if _THOUSANDS_RE.fullmatch(s):
@@ -527,10 +535,10 @@ def _mv_run(op: str, gold: str, pred: str) -> bool:
     math_verify.grader.TIMEOUT_WARNING_SHOWN = True
     math_verify.parser.TIMEOUT_WARNING_SHOWN = True
     if op == "parse":
-        parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)  # type: ignore[arg-type]
+        parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
         return any(not isinstance(x, str) for x in parsed)
-    gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)  # type: ignore[arg-type]
-    pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=None)  # type: ignore[arg-type]
+    gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
+    pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=None)
     if not gold_parsed or not pred_parsed:
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
