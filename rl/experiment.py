@@ -35,6 +35,7 @@ TRL_GENERATION_ONLY: dict[str, Any] = {
     "generation_kwargs": None,
     "cache_implementation": None,
     "use_transformers_paged": False,
+    "use_transformers_continuous_batching": False,
     "ds3_gather_for_generation": True,  # brevity's engines always get whole weights (rl/weight_sync.py)
 }
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -52,6 +52,13 @@ def trl_fields() -> dict[str, Any]:
     return out
 
 
+def negatable_fields() -> frozenset[str]:
+    """Bool fields whose default is true: argparse also gives them a `--no_<name>` option."""
+    return frozenset(
+        f.name for cls in trl_dataclasses() for f in dataclasses.fields(cls) if f.init and f.default is True
+    )
+
+
 def _unknown(key: str, fields: Mapping[str, Any], what: str) -> str:
     if key in RENAMED:
         return f"unknown {what}: TRL calls it {RENAMED[key]!r} now"
@@ -74,14 +81,16 @@ def check_flat_keys(flat: Mapping[str, Any], source: str, fields: Mapping[str, A
             raise ConfigError(source, key, f"expected {type_name(annotation)}, got {value!r}{hint}")
 
 
-def command_line_keys(argv: Sequence[str], fields: Mapping[str, Any]) -> frozenset[str]:
+def command_line_keys(
+    argv: Sequence[str], fields: Mapping[str, Any], negatable: frozenset[str] = frozenset()
+) -> frozenset[str]:
     """The fields `--key value`, `--key=value`, `--no_key` options set; an unknown option is a ConfigError."""
     keys = set()
     for token in argv:
         if not token.startswith("--"):
             continue
         name = token[2:].split("=", 1)[0].replace("-", "_")
-        if name not in fields and name.startswith("no_") and fields.get(name[3:]) in (bool, bool | None):
+        if name not in fields and name.startswith("no_") and name[3:] in negatable:
             name = name[3:]
         if name not in fields:
             raise ConfigError(COMMAND_LINE, f"--{name}", _unknown(name, fields, "option"))
@@ -114,7 +123,7 @@ def parse_trl_args(
 
     fields = trl_fields()
     check_flat_keys(flat, source, fields)
-    cli_keys = command_line_keys(argv, fields)
+    cli_keys = command_line_keys(argv, fields, negatable_fields())
     values = dict(flat)
     environment_defaults(values, source)
     parser = TrlParser(trl_dataclasses(), allow_abbrev=False, exit_on_error=False)
