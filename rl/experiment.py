@@ -38,7 +38,6 @@ TRL_GENERATION_ONLY: dict[str, Any] = {
     "use_transformers_continuous_batching": False,
     "ds3_gather_for_generation": True,  # brevity's engines always get whole weights (rl/weight_sync.py)
 }
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "<config>", argv: Sequence[str] = ()) -> ExperimentConfig:
@@ -222,28 +221,16 @@ def _check_generation(config: ExperimentConfig) -> None:
 
 def _check_model_args(config: ExperimentConfig) -> None:
     """TRL's ModelConfig settings brevity loads the model with (rl/policy.py), and the ones it cannot."""
-    import importlib.util
+    from rl.policy import check_model_args
 
-    args, src = config.model_args, config.source
-    if args.dtype not in (*DTYPES, None):
-        raise ConfigError(src, "dtype", f"expected one of {DTYPES}, got {args.dtype!r}")
-    if args.load_in_4bit or args.load_in_8bit:
-        key = "load_in_4bit" if args.load_in_4bit else "load_in_8bit"
+    check_model_args(config.model_args, config.source)
+    if config.model_args.use_peft and config.rollout.engine == "vllm":
         raise ConfigError(
-            src,
-            key,
-            "quantised (bitsandbytes) policies are not supported by brevity's rollout engines and weight sync",
+            config.source,
+            "use_peft",
+            "brevity's vLLM engine loads the policy's full weights each step, not LoRA adapters: use "
+            "rollout: {engine: transformers} (or {engine: trl}) with PEFT",
         )
-    if args.use_peft:
-        if importlib.util.find_spec("peft") is None:
-            raise ConfigError(src, "use_peft", "needs the peft package: pip install peft")
-        if config.rollout.engine == "vllm":
-            raise ConfigError(
-                src,
-                "use_peft",
-                "brevity's vLLM engine loads the policy's full weights each step, not LoRA adapters: use "
-                "rollout: {engine: transformers} (or {engine: trl}) with PEFT",
-            )
 
 
 def _check_band(config: ExperimentConfig) -> None:

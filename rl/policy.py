@@ -10,26 +10,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from rl.config import ExperimentConfig
+from rl.config import ConfigError, ExperimentConfig
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-def model_init_kwargs(config: ExperimentConfig) -> dict[str, Any]:
-    """`from_pretrained` keyword arguments. dtype: the YAML's `dtype`, else bfloat16 under bf16 training and float32
-    otherwise (TRL's scripts pass bf16 weights to a bf16 run too; rollouts then decode in bf16)."""
+def from_pretrained_kwargs(model_args: Any, args: Any, set_keys: frozenset[str]) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments from a ModelConfig and a TRL training config (GRPOConfig, SFTConfig).
+    dtype: `dtype` when the YAML or command line set it, else bfloat16 under bf16 training and float32 otherwise (TRL's
+    scripts pass bf16 weights to a bf16 run too; rollouts then decode in bf16)."""
     import torch
 
-    args = config.model_args
-    dtype = args.dtype if "dtype" in config.grpo_keys_set else ("bfloat16" if config.grpo.bf16 else "float32")
+    dtype = model_args.dtype if "dtype" in set_keys else ("bfloat16" if args.bf16 else "float32")
     kwargs: dict[str, Any] = {
-        "revision": args.model_revision,
-        "attn_implementation": args.attn_implementation,
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
         "dtype": dtype,
-        "trust_remote_code": config.grpo.trust_remote_code,
+        "trust_remote_code": args.trust_remote_code,
     }
-    kwargs.update(config.grpo.model_init_kwargs or {})
+    kwargs.update(args.model_init_kwargs or {})
     if isinstance(kwargs["dtype"], str) and kwargs["dtype"] != "auto":
         kwargs["dtype"] = getattr(torch, kwargs["dtype"])
     return kwargs
+
+
+def model_init_kwargs(config: ExperimentConfig) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments of an experiment."""
+    return from_pretrained_kwargs(config.model_args, config.grpo, config.grpo_keys_set)
 
 
 def load_policy(config: ExperimentConfig, path: str) -> Any:
@@ -44,3 +51,20 @@ def peft_config(config: ExperimentConfig) -> Any:
     from trl import get_peft_config
 
     return get_peft_config(config.model_args)
+
+
+def check_model_args(model_args: Any, source: str) -> None:
+    """The ModelConfig settings brevity cannot honour, refused naming the key (train and sft)."""
+    import importlib.util
+
+    if model_args.dtype not in (*DTYPES, None):
+        raise ConfigError(source, "dtype", f"expected one of {DTYPES}, got {model_args.dtype!r}")
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        key = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+        raise ConfigError(
+            source,
+            key,
+            "quantised (bitsandbytes) policies are not supported by brevity's rollout engines and weight sync",
+        )
+    if model_args.use_peft and importlib.util.find_spec("peft") is None:
+        raise ConfigError(source, "use_peft", "needs the peft package: pip install peft")

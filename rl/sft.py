@@ -1,7 +1,8 @@
 """`brevity sft --config experiments/<...>.yaml`: a supervised warm start with TRL's `SFTTrainer`, offline.
 
-The YAML holds TRL's `SFTConfig` fields flat (so TRL's docs apply) plus `model` (a path, hub id or offline alias)
-and a `data` section naming a prompt/completion file. Prompts and completions are turned into chat messages, so the
+The YAML holds TRL's `SFTConfig` and `ModelConfig` fields flat (so TRL's docs apply; parsed by TRL's `TrlParser` as in
+`brevity train`, so `--learning_rate 1e-3` on the command line overrides the YAML) plus `model` (a path, hub id or
+offline alias) and a `data` section naming a prompt/completion file. Prompts and completions are turned into chat messages, so the
 model's chat template renders them exactly as `brevity train` and `brevity eval` will, and the loss covers the
 completion only (TRL's default for prompt/completion data).
 
@@ -22,16 +23,17 @@ Checkpoints follow `save_steps`; `--resume latest` continues from the newest one
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import difflib
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rl.config import ConfigError, build_dataclass, load_yaml_file
+from rl.policy import check_model_args, from_pretrained_kwargs
 from rl.train import resolve_resume
+from rl.trl_args import TrlSchema, parse_trl_args
 
 logger = logging.getLogger("brevity.sft")
 
@@ -51,11 +53,14 @@ class SftExperiment:
     model: str
     data: SftDataSpec
     sft: Any  # trl.SFTConfig
+    model_args: Any = None  # trl.ModelConfig
+    keys_set: frozenset[str] = frozenset()  # SFTConfig/ModelConfig keys the YAML or the command line set
 
 
-def parse_sft_config(raw: Any, source: str = "<config>") -> SftExperiment:
-    """`model` + `data` + flat SFTConfig keys; every error names the file and key, before any model is loaded."""
-    from trl import SFTConfig
+def parse_sft_config(raw: Any, source: str = "<config>", argv: Sequence[str] = ()) -> SftExperiment:
+    """`model` + `data` + flat SFTConfig/ModelConfig keys (`argv` overrides them); every error names the file (or the
+    command line) and key, before any model is loaded."""
+    from trl import ModelConfig, SFTConfig
 
     if not isinstance(raw, dict):
         raise ConfigError(source, "<top level>", "expected a mapping of keys")
@@ -66,27 +71,14 @@ def parse_sft_config(raw: Any, source: str = "<config>") -> SftExperiment:
     data = build_dataclass(SftDataSpec, raw.pop("data", None) or {}, source, "data.")
     if not Path(data.train).is_file():
         raise ConfigError(source, "data.train", f"no such file: {data.train}")
-    fields = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(key, [*fields, "model", "data"], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(source, key, f"unknown key (neither model, data nor an SFTConfig field){hint}")
-    raw.setdefault("output_dir", "runs/" + Path(source).stem)
-    raw.setdefault("report_to", "none")
-    import torch
-
-    raw.setdefault("bf16", torch.cuda.is_available())
-    raw.setdefault("dataloader_pin_memory", torch.cuda.is_available())  # no pinned memory (and no warning) on a CPU
-    try:
-        sft = SFTConfig(**raw)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(source, "SFTConfig", str(e)) from None
-    return SftExperiment(source, model, data, sft)
+    schema = TrlSchema((SFTConfig, ModelConfig), sections=("model", "data"))
+    sft, model_args, cli_keys = parse_trl_args(raw, source, frozenset(raw), argv, schema)
+    check_model_args(model_args, source)
+    return SftExperiment(source, model, data, sft, model_args, frozenset(raw) | cli_keys)
 
 
-def load_sft_config(path: str | Path) -> SftExperiment:
-    return parse_sft_config(load_yaml_file(path, "sft config"), str(path))
+def load_sft_config(path: str | Path, argv: Sequence[str] = ()) -> SftExperiment:
+    return parse_sft_config(load_yaml_file(path, "sft config"), str(path), argv)
 
 
 def build_dataset(config: SftExperiment) -> Any:
@@ -117,26 +109,50 @@ def build_dataset(config: SftExperiment) -> Any:
 
 
 def build_trainer(config: SftExperiment) -> Any:
-    from trl import SFTTrainer
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer, get_peft_config
 
-    from rollouts.models import load_model, load_tokenizer, resolve_model
+    from rollouts.models import load_tokenizer, resolve_model
 
     dataset = build_dataset(config)
     path = resolve_model(config.model)
     tokenizer = load_tokenizer(path)
-    model = load_model(path, dtype="bfloat16" if config.sft.bf16 else "float32", device="cpu")
-    return SFTTrainer(model=model, args=config.sft, train_dataset=dataset, processing_class=tokenizer)
+    kwargs = from_pretrained_kwargs(config.model_args, config.sft, config.keys_set)  # as in brevity train
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    config.sft.model_init_kwargs = None  # applied above; TRL would warn that they are ignored for a loaded model
+    return SFTTrainer(
+        model=model,
+        args=config.sft,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(config.model_args),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="brevity sft", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="brevity sft",
+        description=__doc__.split("\n\n")[0],
+        epilog="Any SFTConfig or ModelConfig field overrides the YAML, as in TRL's scripts: --learning_rate 1e-3.",
+        allow_abbrev=False,
+    )
     p.add_argument("--config", required=True, help="SFT experiment YAML")
-    p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' for the newest in output_dir")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="checkpoint folder, or 'latest' for the newest in output_dir (default: the YAML's resume_from_checkpoint)",
+    )
+    args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        config = load_sft_config(args.config)
-        resume = resolve_resume(args.resume, config.sft.output_dir)  # checked before the model loads, as in train
+        config = load_sft_config(args.config, overrides)
+        # checked before the model loads, as in train
+        if args.resume is not None:
+            resume = resolve_resume(args.resume, config.sft.output_dir)
+        else:
+            resume = resolve_resume(
+                config.sft.resume_from_checkpoint, config.sft.output_dir, flag="resume_from_checkpoint"
+            )
         trainer = build_trainer(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -144,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(config.sft.output_dir)
     trainer.processing_class.save_pretrained(config.sft.output_dir)
+    if config.sft.push_to_hub:  # as TRL's sft.py ends
+        trainer.push_to_hub()
     return 0
 
 

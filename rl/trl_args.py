@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,42 +39,49 @@ COMMAND_LINE = "command line"
 RENAMED = {"torch_dtype": "dtype"}  # old spellings TRL's docs and scripts no longer accept
 
 
-def trl_dataclasses() -> tuple[type, type]:
+@dataclass(frozen=True)
+class TrlSchema:
+    """The TRL dataclasses a YAML's flat keys fill (GRPOConfig + ModelConfig for `brevity train`) and the brevity
+    sections beside them."""
+
+    classes: tuple[type, ...]
+    sections: tuple[str, ...] = SECTIONS
+
+    @functools.cached_property
+    def fields(self) -> dict[str, Any]:
+        """Every init field -> its annotation."""
+        out: dict[str, Any] = {}
+        for cls in self.classes:
+            hints = typing.get_type_hints(cls)
+            out.update({f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init})
+        return out
+
+    @functools.cached_property
+    def negatable(self) -> frozenset[str]:
+        """Bool fields whose default is true: argparse also gives them a `--no_<name>` option."""
+        return frozenset(f.name for c in self.classes for f in dataclasses.fields(c) if f.init and f.default is True)
+
+    def unknown(self, key: str, what: str) -> str:
+        if key in RENAMED:
+            return f"unknown {what}: TRL calls it {RENAMED[key]!r} now"
+        close = difflib.get_close_matches(key, [*self.fields, *self.sections], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        names = " or ".join(c.__name__ for c in self.classes)
+        return f"unknown {what} (neither a brevity section {self.sections} nor a {names} field){hint}"
+
+
+def grpo_schema() -> TrlSchema:
     from trl import GRPOConfig, ModelConfig
 
-    return GRPOConfig, ModelConfig
+    return TrlSchema((GRPOConfig, ModelConfig))
 
 
-def trl_fields() -> dict[str, Any]:
-    """Every init field of GRPOConfig and ModelConfig -> its annotation."""
-    out: dict[str, Any] = {}
-    for cls in trl_dataclasses():
-        hints = typing.get_type_hints(cls)
-        out.update({f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init})
-    return out
-
-
-def negatable_fields() -> frozenset[str]:
-    """Bool fields whose default is true: argparse also gives them a `--no_<name>` option."""
-    return frozenset(
-        f.name for cls in trl_dataclasses() for f in dataclasses.fields(cls) if f.init and f.default is True
-    )
-
-
-def _unknown(key: str, fields: Mapping[str, Any], what: str) -> str:
-    if key in RENAMED:
-        return f"unknown {what}: TRL calls it {RENAMED[key]!r} now"
-    close = difflib.get_close_matches(key, [*fields, *SECTIONS], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {what} (neither a brevity section {SECTIONS} nor a GRPOConfig or ModelConfig field){hint}"
-
-
-def check_flat_keys(flat: Mapping[str, Any], source: str, fields: Mapping[str, Any]) -> None:
+def check_flat_keys(flat: Mapping[str, Any], source: str, schema: TrlSchema) -> None:
     """Unknown keys (with the closest known name) and values of the wrong type, named as the YAML wrote them."""
     for key, value in flat.items():
-        if key not in fields:
-            raise ConfigError(source, key, _unknown(key, fields, "key"))
-        annotation = fields[key]
+        if key not in schema.fields:
+            raise ConfigError(source, key, schema.unknown(key, "key"))
+        annotation = schema.fields[key]
         if isinstance(value, int) and not isinstance(value, bool) and type_ok(1.0, annotation):
             continue  # YAML writes 1e-6 as a float but 1 as an int; TRL accepts ints for float fields
         if not type_ok(value, annotation) and not (isinstance(value, str) and type_ok("x", annotation)):
@@ -81,19 +90,17 @@ def check_flat_keys(flat: Mapping[str, Any], source: str, fields: Mapping[str, A
             raise ConfigError(source, key, f"expected {type_name(annotation)}, got {value!r}{hint}")
 
 
-def command_line_keys(
-    argv: Sequence[str], fields: Mapping[str, Any], negatable: frozenset[str] = frozenset()
-) -> frozenset[str]:
+def command_line_keys(argv: Sequence[str], schema: TrlSchema) -> frozenset[str]:
     """The fields `--key value`, `--key=value`, `--no_key` options set; an unknown option is a ConfigError."""
     keys = set()
     for token in argv:
         if not token.startswith("--"):
             continue
         name = token[2:].split("=", 1)[0].replace("-", "_")
-        if name not in fields and name.startswith("no_") and name[3:] in negatable:
+        if name not in schema.fields and name.startswith("no_") and name[3:] in schema.negatable:
             name = name[3:]
-        if name not in fields:
-            raise ConfigError(COMMAND_LINE, f"--{name}", _unknown(name, fields, "option"))
+        if name not in schema.fields:
+            raise ConfigError(COMMAND_LINE, f"--{name}", schema.unknown(name, "option"))
         keys.add(name)
     return frozenset(keys)
 
@@ -115,33 +122,39 @@ def environment_defaults(flat: dict[str, Any], source: str) -> None:
 
 
 def parse_trl_args(
-    flat: Mapping[str, Any], source: str, yaml_keys: frozenset[str] = frozenset(), argv: Sequence[str] = ()
-) -> tuple[Any, Any, frozenset[str]]:
-    """(GRPOConfig, ModelConfig, keys the command line set) from the flat keys (YAML over paper defaults) and the
-    command-line overrides, through TrlParser's two steps (module docstring)."""
+    flat: Mapping[str, Any],
+    source: str,
+    yaml_keys: frozenset[str] = frozenset(),
+    argv: Sequence[str] = (),
+    schema: TrlSchema | None = None,
+) -> tuple[Any, ...]:
+    """(one instance per schema class, then the keys the command line set) from the flat keys (YAML over paper
+    defaults) and the command-line overrides, through TrlParser's two steps (module docstring). The schema defaults
+    to GRPOConfig + ModelConfig."""
     from trl import TrlParser
 
-    fields = trl_fields()
-    check_flat_keys(flat, source, fields)
-    cli_keys = command_line_keys(argv, fields, negatable_fields())
+    schema = schema or grpo_schema()
+    check_flat_keys(flat, source, schema)
+    cli_keys = command_line_keys(argv, schema)
     values = dict(flat)
     environment_defaults(values, source)
-    parser = TrlParser(trl_dataclasses(), allow_abbrev=False, exit_on_error=False)
+    parser = TrlParser(schema.classes, allow_abbrev=False, exit_on_error=False)
     left = parser.set_defaults_with_config(**values)
     if left:  # every key was checked above; a TRL upgrade that drops a field lands here
         raise ConfigError(source, left[0].lstrip("-"), "not an option of TRL's parser")
     try:
-        grpo, model_args, rest = parser.parse_args_into_dataclasses(
+        *parsed, rest = parser.parse_args_into_dataclasses(
             args=list(argv), return_remaining_strings=True, look_for_args_file=False
         )
     except argparse.ArgumentError as e:
         key = (e.argument_name or "").split("/")[0].lstrip("-")
         raise ConfigError(COMMAND_LINE if key in cli_keys else source, key or "<arguments>", e.message) from None
     except (TypeError, ValueError) as e:
-        raise ConfigError(source, _keys_named(str(e), fields, yaml_keys | cli_keys), str(e)) from None
+        raise ConfigError(source, _keys_named(str(e), schema.fields, yaml_keys | cli_keys), str(e)) from None
     if rest:
-        raise ConfigError(COMMAND_LINE, rest[0], "not a GRPOConfig or ModelConfig option (write --key value)")
-    return grpo, model_args, cli_keys
+        names = " or ".join(c.__name__ for c in schema.classes)
+        raise ConfigError(COMMAND_LINE, rest[0], f"not a {names} option (write --key value)")
+    return (*parsed, cli_keys)
 
 
 def grpo_config(flat: Mapping[str, Any], source: str) -> Any:

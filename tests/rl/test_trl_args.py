@@ -265,3 +265,36 @@ def test_trl_model_card_contract() -> None:
     wanted = {"base_model", "model_name", "hub_model_id", "dataset_name", "tags", "wandb_url", "trackio_url"}
     wanted |= {"trainer_name", "paper_title", "paper_id"}
     assert wanted <= set(inspect.signature(generate_model_card).parameters)
+
+
+def test_sft_config_takes_the_same_trl_conventions(tmp_path: Path) -> None:
+    """`brevity sft`: SFTConfig + ModelConfig keys through TrlParser, command-line overrides, the same refusals."""
+    from rl.sft import parse_sft_config
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"prompt": "1+1=?", "completion": "2"}\n')
+    raw = {"model": "m", "data": {"train": str(data)}, "learning_rate": 1e-3, "output_dir": str(tmp_path / "o")}
+    config = parse_sft_config(raw, "s.yaml", ["--learning_rate", "2e-3", "--dtype", "bfloat16", "--use_peft"])
+    assert (config.sft.learning_rate, config.model_args.dtype, config.model_args.use_peft) == (2e-3, "bfloat16", True)
+    assert {"learning_rate", "dtype", "use_peft"} <= config.keys_set
+    with pytest.raises(ConfigError, match="did you mean 'max_length'") as info:
+        parse_sft_config(raw, "s.yaml", ["--max_lenght", "64"])
+    assert info.value.source == "command line"
+    with pytest.raises(ConfigError, match="bitsandbytes"):
+        parse_sft_config({**raw, "load_in_8bit": True}, "s.yaml")
+
+
+def test_trl_parser_contract() -> None:
+    """rl/trl_args.py runs TrlParser's two steps itself (TRL 1.16): these names and parameters must exist."""
+    import inspect
+
+    from trl import TrlParser
+
+    assert {"args", "return_remaining_strings", "look_for_args_file"} <= set(
+        inspect.signature(TrlParser.parse_args_into_dataclasses).parameters
+    )
+    parser = TrlParser([], exit_on_error=False, allow_abbrev=False)
+    parser.add_argument("--x", type=float, default=0.0)
+    assert parser.set_defaults_with_config(x="2e-6", y=1) == ["--y", "1"]  # unknown keys come back as strings
+    (namespace, rest) = parser.parse_args_into_dataclasses(args=[], return_remaining_strings=True)
+    assert namespace.x == 2e-6 and rest == []  # a string default is converted with the option's type
