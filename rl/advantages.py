@@ -1,17 +1,21 @@
-"""Advantage estimators on gathered (P, G) reward tensors: P prompt groups of G completions (methods.md §S4).
+"""Advantages TRL lacks, on gathered (P, G) reward tensors: P prompt groups of G completions (methods.md §S4).
 
-`group` and `mean_only` reproduce TRL 1.16's `scale_rewards="group"` / `"none"`; `group_center_batch_whiten` is
-DLER's (2510.15110 Eq. 3) group-mean subtraction followed by whitening over the whole batch, which TRL lacks.
+A variant's plan names one (`Plan.advantage`); without one TRL's own group advantage (`scale_rewards`) stands.
+`mean_only` is S-GRPO's r − mean over the group whatever `scale_rewards` says; `BatchWhitened` is DLER's (2510.15110
+Eq. 3) group-mean subtraction followed by whitening over the whole batch.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["ADVANTAGES", "AdvantageFn", "group_advantages", "group_center_batch_whiten", "mean_only_advantages"]
+from rollouts.comm import Comm
+
+__all__ = ["BatchWhitened", "group_center_batch_whiten", "mean_only", "mean_only_advantages", "plan_advantages"]
 
 
 def _check_2d(name: str, t: Tensor) -> None:
@@ -27,50 +31,20 @@ def _check_valid(valid: Tensor | None, num_groups: int) -> Tensor | None:
     return valid.to(torch.bool)
 
 
-def group_advantages(
-    rewards: Tensor, *, scale: Literal["group", "none"] = "group", eps: float = 1e-4, valid: Tensor | None = None
-) -> Tensor:
-    """GRPO advantage per group, (P, G) -> (P, G): (r − mean_g)/(std_g + eps), or r − mean_g with scale="none".
+def mean_only_advantages(rewards: Tensor, *, valid: Tensor | None = None) -> Tensor:
+    """Dr.GRPO / S-GRPO advantage r − mean_g, (P, G) -> (P, G) (no std division; 2505.07686 §2.3).
 
-    Matches TRL 1.16 `GRPOTrainer._generate_and_score_completions` (trl/trainer/grpo_trainer.py): NaN-aware group
-    mean (l. 2765 `torch.nanmean`), *unbiased* std (l. 2770 `nanstd`, which applies Bessel's count/(count−1),
-    trl/trainer/utils.py l. 1041–1043), eps = 1e-4 added to the std, not the variance (l. 2787), and NaN (unscorable)
-    rewards end with advantage 0 (l. 2810 `nan_to_num`). G = 1 gives 0, as TRL's l. 2772 branch does. Rows with
-    `valid[p] == False` (filtered groups) get 0.
-    Example: [[1, 0, 0, 1]] -> mean 0.5, std sqrt(4·0.25/3) = 0.5774 -> [[0.8659, −0.8659, −0.8659, 0.8659]].
+    As TRL 1.16 with `scale_rewards="none"` (trl/trainer/grpo_trainer.py l. 2765, 2810): NaN-aware group mean, and NaN
+    (unscorable) rewards end with advantage 0. Rows with `valid[p] == False` (inert groups) get 0.
+    Example: [[1, 0, 0, 1]] -> [[0.5, −0.5, −0.5, 0.5]].
     """
     _check_2d("rewards", rewards)
-    if scale not in ("group", "none"):
-        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
     valid_rows = _check_valid(valid, rewards.shape[0])
     rewards = rewards.to(torch.promote_types(rewards.dtype, torch.float32))
-    advantages = rewards - torch.nanmean(rewards, dim=1, keepdim=True)
-    if scale == "group":
-        if rewards.shape[1] > 1:
-            count = (~torch.isnan(rewards)).sum(dim=1, keepdim=True)
-            # Bessel-corrected like TRL's nanstd; a group with one scored member has std NaN -> advantage 0 below.
-            var = torch.nansum(advantages**2, dim=1, keepdim=True) / (count - 1)
-            std = torch.where(count > 1, var.sqrt(), torch.full_like(var, float("nan")))
-        else:
-            std = torch.zeros_like(advantages)
-        advantages = advantages / (std + eps)
-    advantages = torch.nan_to_num(advantages, nan=0.0)
+    advantages = torch.nan_to_num(rewards - torch.nanmean(rewards, dim=1, keepdim=True), nan=0.0)
     if valid_rows is not None:
         advantages = advantages * valid_rows.unsqueeze(1)
     return advantages
-
-
-def mean_only_advantages(
-    rewards: Tensor, token_counts: Tensor | None = None, *, valid: Tensor | None = None
-) -> Tensor:
-    """Dr.GRPO / S-GRPO advantage r − mean_g (no std division; 2505.07686 §2.3); TRL `scale_rewards="none"`."""
-    del token_counts  # the ADVANTAGES signature; group statistics do not weight by length
-    return group_advantages(rewards, scale="none", valid=valid)
-
-
-def _grpo_advantages(rewards: Tensor, token_counts: Tensor | None = None, *, valid: Tensor | None = None) -> Tensor:
-    del token_counts
-    return group_advantages(rewards, scale="group", valid=valid)
 
 
 def group_center_batch_whiten(
@@ -84,8 +58,8 @@ def group_center_batch_whiten(
     `compute_reinforce_plus_plus_baseline_outcome_advantage`: mean = Σ n·a / Σ n and
     var = Σ n·(a − mean)² / Σ n · Σ n/(Σ n − 1) (veRL `masked_var(unbiased=True)`, Bessel over the token count).
     Without it every sample weighs 1 (Bessel over the sample count). If the weight sum is ≤ 1 the Bessel factor is
-    dropped (veRL would divide by zero). Groups with `valid[p] == False` (dropped by dynamic sampling) take no part
-    in the batch statistics and get advantage 0.
+    dropped (veRL would divide by zero). Groups with `valid[p] == False` (inert groups of a dynamic-sampling batch)
+    take no part in the batch statistics and get advantage 0.
     """
     _check_2d("rewards", rewards)
     valid_rows = _check_valid(valid, rewards.shape[0])
@@ -112,16 +86,33 @@ def group_center_batch_whiten(
     return advantages
 
 
-class AdvantageFn(Protocol):
-    """(P, G) rewards, optional (P, G) completion token counts, optional (P,) valid rows -> (P, G) advantages."""
-
-    def __call__(self, rewards: Tensor, token_counts: Tensor | None = None, *, valid: Tensor | None = None) -> Tensor:
-        """Compute advantages."""
-        ...
+def mean_only(rewards: Tensor, lengths: Tensor, valid: Tensor) -> Tensor:
+    """S-GRPO's plan advantage (`Plan.advantage`): r − mean over the serial group; lengths play no part."""
+    return mean_only_advantages(rewards, valid=valid)
 
 
-ADVANTAGES: dict[str, AdvantageFn] = {
-    "group": _grpo_advantages,
-    "mean_only": mean_only_advantages,
-    "group_center_batch_whiten": group_center_batch_whiten,
-}
+@dataclass(frozen=True)
+class BatchWhitened:
+    """DLER's plan advantage (`Plan.advantage`): group-centred then batch-whitened, token-weighted by default."""
+
+    token_weighted: bool = True
+
+    def __call__(self, rewards: Tensor, lengths: Tensor, valid: Tensor) -> Tensor:
+        return group_center_batch_whiten(rewards, lengths if self.token_weighted else None, valid=valid)
+
+
+def plan_advantages(
+    advantage: Callable[[Tensor, Tensor, Tensor], Tensor],
+    rewards: Tensor,
+    lengths: Tensor,
+    valid: Tensor,
+    num_generations: int,
+    comm: Comm,
+) -> Tensor:
+    """A plan's advantage over every process's rows (only valid groups in its statistics); this process's (n,)."""
+    G = num_generations
+    all_rewards, start = comm.rows(rewards)
+    all_lengths, _ = comm.rows(lengths)
+    all_valid, _ = comm.rows(valid)
+    out = advantage(all_rewards.view(-1, G), all_lengths.view(-1, G), all_valid.view(-1, G)[:, 0]).reshape(-1)
+    return out[start : start + rewards.numel()]

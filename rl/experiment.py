@@ -151,7 +151,7 @@ def validate(config: ExperimentConfig) -> None:
         plan = variant.plan(config.variant)
     except (TypeError, ValueError) as e:
         raise ConfigError(src, "variant", str(e)) from None
-    if config.rollout.engine == "trl" and (plan.strategy != "standard" or plan.budget_schedule is not None):
+    if config.rollout.engine == "trl" and (not plan.rollout.plain or plan.prompt is not None):
         raise ConfigError(
             src,
             "rollout.engine",
@@ -177,14 +177,14 @@ def validate(config: ExperimentConfig) -> None:
                 f"per-prompt budgets are written into the prompt by a template with a budget slot ('budget' or "
                 f"'budget_raw'), but data.template is {config.data.template!r}",
             )
-        if plan.budget_schedule is not None:
+        if plan.prompt is not None:
             raise ConfigError(
                 src,
                 "data.budget",
                 f"variant {config.variant_name!r} states its own per-step budget B(t); per-prompt budgets would "
                 "contradict it",
             )
-    if TEMPLATES[config.data.template].has_budget_slot and plan.budget_schedule is None and budget is None:
+    if TEMPLATES[config.data.template].has_budget_slot and plan.prompt is None and budget is None:
         raise ConfigError(
             src,
             "data.template",
@@ -193,7 +193,7 @@ def validate(config: ExperimentConfig) -> None:
             "raw slot",
         )
     rows = grpo.per_device_train_batch_size * grpo.steps_per_generation  # one process's generation batch
-    if plan.dynamic_sampling and rows % grpo.num_generations:
+    if plan.sample_filter is not None and rows % grpo.num_generations:
         raise ConfigError(
             src,
             "per_device_train_batch_size",

@@ -1,9 +1,11 @@
-"""The per-completion fields every reward function gets besides TRL's arguments: `finish_reason` and `num_tokens`.
+"""The per-completion fields every reward function gets besides TRL's arguments: `finish_reason`, `num_tokens`,
+`prompt_opens_think` and the strategy's own (`exit_rank`, `exit_position`, `staleness`).
 
-brevity's rollouts (transformers or vLLM engine, any strategy) report each sample's finish reason and the trainer
-passes it as a rollout extra field; where TRL generates (`rollout.engine: trl`) it reports none, so the trainer derives
-it here from the completion ids, the EOS ids that generation stopped on and the generation cap, by the engines' own
-rule (`rollouts.types.finish_reason`). `num_tokens` is `len(completion_ids)` on every path (the stop token included).
+brevity's rollouts (transformers or vLLM engine, any strategy) report each sample's finish reason; where TRL generates
+(`rollout.engine: trl`) it reports none, so the trainer derives it here from the completion ids, the EOS ids that
+generation stopped on and the generation cap, by the engines' own rule (`rollouts.types.finish_reason`). `num_tokens`
+is `len(completion_ids)` on every path (the stop token included). The fields are set on the input rows a round
+scores, which is how TRL hands them to every reward.
 
 What this relies on in TRL 1.16 (`trl/trainer/grpo_trainer.py`; tests/rl/test_trl_contract.py checks it):
 - `_calculate_rewards` passes every key of `inputs[0]` except prompt/completion/completion_ids to each reward
@@ -20,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rewards.correctness import FINISH_REASON, NUM_TOKENS
-from rollouts.types import finish_reason
+from rewards.correctness import FINISH_REASON, NUM_TOKENS, PROMPT_OPENS_THINK
+from rollouts.types import Sample, finish_reason
 
-__all__ = ["fill_reward_fields", "generation_eos_ids"]
+__all__ = ["fill_reward_fields", "generation_eos_ids", "sample_fields"]
+
+STRATEGY_FIELDS = ("exit_rank", "exit_position", "staleness")  # a strategy's extras that rewards may read
 
 
 def generation_eos_ids(trl_eos_ids: Iterable[int], generation_config: Any) -> list[int]:
@@ -55,3 +59,13 @@ def fill_reward_fields(
         if derive:
             assert max_tokens is not None
             row[FINISH_REASON] = finish_reason(ids, eos, max_tokens)
+
+
+def sample_fields(rows: Sequence[dict[str, Any]], samples: Sequence[Sample], opens_think: Any) -> None:
+    """Set each sample's fields on its row: `num_tokens`, `finish_reason`, `prompt_opens_think` (`opens_think(prompt
+    ids)`: an answer must then follow `</think>`, issue 13) and the strategy extras in `STRATEGY_FIELDS`."""
+    fill_reward_fields(rows, [s.completion_ids for s in samples])
+    for row, sample in zip(rows, samples, strict=True):
+        row[FINISH_REASON] = sample.finish_reason
+        row[PROMPT_OPENS_THINK] = bool(opens_think(sample.prompt_ids))
+        row.update({key: sample.extras[key] for key in STRATEGY_FIELDS if key in sample.extras})

@@ -4,19 +4,21 @@ Groups whose rewards are all equal carry no GRPO signal; they are dropped and ge
 groups are collected or the round cap is hit. A solve-rate band (`variant.solve_rate_band: [0.2, 0.8]`, the
 difficulty filter asked for in verl #2791) keeps only groups whose fraction of solved members lies in it: too easy and
 too hard prompts both go. Every decision reads one whole group's G values, never the batch, so it does not depend on
-how groups are spread over processes. The trainer drives generation; this module only decides what to keep.
+how groups are spread over processes. The rollout (rollouts/collect.py) drives generation and scoring; this module
+decides what to keep.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["DynamicSampler", "band_error", "in_band", "solve_rates", "zero_variance_groups"]
+__all__ = ["DynamicSampler", "DynamicSampling", "band_error", "in_band", "solve_rates", "zero_variance_groups"]
 
 Band = tuple[float, float]
 
@@ -72,6 +74,24 @@ def band_error(band: Sequence[float], group_size: int) -> str | None:
             f"({rates}): every group would be dropped"
         )
     return None
+
+
+@dataclass(frozen=True)
+class DynamicSampling:
+    """A variant's dynamic sampling (its plan's sample filter): drop groups whose `column` score does not vary and
+    refill, at most `max_rounds` extra rounds per step (<= 0: unlimited, DLER's fork). `column` None filters on the
+    weighted total reward; `keep` is a stricter rule of the variant on (P, G) filter scores -> (P,) bool; `band`
+    keeps only groups whose solve rate (members scoring above 0 on `column`, else on `correctness`, else on the
+    weighted reward) lies in [low, high]."""
+
+    max_rounds: int = 0
+    column: str | None = None
+    keep: Callable[[Tensor], Tensor] | None = None
+    band: Band | None = None
+
+    def sampler(self, target_groups: int) -> DynamicSampler:
+        """A fresh sampler for one step; the round cap is global across processes, so the rollout enforces it."""
+        return DynamicSampler(target_groups, max_rounds=0, band=self.band)
 
 
 class DynamicSampler:

@@ -14,7 +14,7 @@ import random
 import re
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +61,12 @@ def build_rewards(config: ExperimentConfig) -> list[Any]:
     return funcs
 
 
-def check_labels(config: ExperimentConfig, dataset: Any, rewards: list[Any]) -> None:
-    """A reward that reads reference answers or per-prompt budgets needs them: fail before the model is loaded."""
+def check_labels(config: ExperimentConfig, dataset: Any, rewards: list[Any], added: Sequence[str] = ()) -> None:
+    """A reward that reads reference answers or per-prompt budgets needs them: fail before the model is loaded.
+    `added`: the columns the variant's prompt hook writes into every row (the curriculum's `budget`)."""
     for r in rewards:
         column = getattr(r, "budget_column", None)
-        if column is not None and column not in dataset.column_names:
+        if column is not None and column not in (*dataset.column_names, *added):
             raise ValueError(
                 f"{config.source}: reward {r.__name__!r} reads each prompt's token budget from the {column!r} "
                 "column: set data.budget: [low, high] (and data.template: budget) to draw one per prompt"
@@ -88,15 +89,7 @@ def check_model_length(config: ExperimentConfig, plan: Any, dataset: Any, tokeni
     prompts = sorted(dataset["prompt"], key=lambda p: len(str(p)), reverse=True)[:64]
     chat_template_kwargs = config.grpo.chat_template_kwargs or {}
     longest = max((len(encode_prompt(tokenizer, p, **chat_template_kwargs)) for p in prompts), default=0)
-    kw = plan.strategy_kwargs
-    if plan.strategy == "segments":
-        key, generated = "variant.max_total_tokens", int(kw["max_total_tokens"])
-    elif plan.strategy == "serial_exits":  # an exit late in a full trace still gets its whole answer budget
-        inducer = len(tokenizer.encode(kw["inducer"], add_special_tokens=False))
-        key = "max_completion_length"
-        generated = int(config.grpo.max_completion_length) + inducer + int(kw["answer_max_tokens"])
-    else:
-        key, generated = "max_completion_length", int(config.grpo.max_completion_length)
+    key, generated = plan.rollout.generated_tokens(int(config.grpo.max_completion_length), tokenizer)
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if context and longest + generated > context:
         raise ValueError(
@@ -118,7 +111,7 @@ def build_trainer(config: ExperimentConfig) -> Any:
     plan = VARIANTS[config.variant_name].plan(config.variant)
     dataset = build_dataset(config)
     rewards = build_rewards(config)
-    check_labels(config, dataset, rewards)
+    check_labels(config, dataset, rewards, () if plan.prompt is None else plan.prompt.columns)
     config.grpo.reward_weights = [r.weight for r in config.rewards]
     model_path = resolve_model(config.model)
     tokenizer = load_tokenizer(model_path)

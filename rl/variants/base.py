@@ -1,12 +1,17 @@
-"""What a variant is: a named bundle of a typed spec, default rewards, TRL settings and a training plan."""
+"""What a variant is: a named bundle of a typed spec, default rewards, TRL settings and a plan of pieces the trainer
+calls (rl/variants/README.md shows how to add one)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+from rl.sampling import DynamicSampling
+from rollouts.groups import GroupSource, RolloutSetup, StandardRollout
 
 if TYPE_CHECKING:
     from rl.config import ExperimentConfig, RewardSpec
@@ -25,24 +30,63 @@ class GroupBatch:
 GroupTransform = Callable[[GroupBatch], tuple[torch.Tensor, dict[str, float]]]
 
 
+class RolloutSpec(Protocol):
+    """How a variant's groups are generated (rollouts/groups.py: standard, serial exits, segments)."""
+
+    plain: bool  # TRL's own generation samples the same groups (`rollout.engine: trl` can run it)
+
+    def build(self, setup: RolloutSetup) -> GroupSource: ...
+
+    def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]: ...
+
+
+class PromptHook(Protocol):
+    """Rewrites a dataset row before its prompt is encoded, at the trainer's step (curriculum: B(t) in the prompt)."""
+
+    columns: tuple[str, ...]  # the columns it adds to a row (rewards may read them)
+
+    def __call__(self, row: dict[str, Any], step: int) -> dict[str, Any]: ...
+
+    def metrics(self, step: int) -> dict[str, float]: ...
+
+
+class AdvantageFn(Protocol):
+    """(P, G) rewards, (P, G) completion tokens, (P,) valid groups -> (P, G) advantages, on the gathered batch."""
+
+    def __call__(self, rewards: torch.Tensor, lengths: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
+
+
+class TokenMask(Protocol):
+    """(N, T) current-policy log-probs and entropies, (N,) rewards, (N, T) completion mask -> (N, T) bool, True on
+    tokens to drop from the loss. With `pois`, the old log-probs are the current policy's too (UloRL POIS); `name`
+    names its metric (`brevity/<name>_masked_fraction`)."""
+
+    name: str
+    pois: bool
+
+    def __call__(
+        self, logps: torch.Tensor, entropies: torch.Tensor, rewards: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
 @dataclass
 class Plan:
-    """How the trainer runs a variant; every field has the plain-GRPO default."""
+    """The pieces the trainer calls to run a variant, each defaulting to plain GRPO; built once per run.
 
-    strategy: Literal["standard", "serial_exits", "segments"] = "standard"
-    strategy_kwargs: dict[str, Any] = field(default_factory=dict)
+    rollout: generates the groups; prompt: rewrites a row before it is encoded; group_transform: rewrites the
+    `transform_column` reward on the gathered (P, G) batch; sample_filter: dynamic sampling (which groups a step
+    keeps, refilled from the dataset); advantage: replaces TRL's group advantage; token_mask: drops tokens from the
+    loss; rng: the group transform's random draws, saved in checkpoints (GRPO-λ tie-breaks).
+    """
+
+    rollout: RolloutSpec = field(default_factory=StandardRollout)
+    prompt: PromptHook | None = None
     group_transform: GroupTransform | None = None
     transform_column: str = "correctness"  # the reward function whose column the transform rewrites
-    advantage: Literal["group", "mean_only", "group_center_batch_whiten"] = "group"
-    token_weighted_whitening: bool = True
-    dynamic_sampling: bool = False
-    max_resample_rounds: int = 0  # extra generation rounds per step; <= 0: unlimited (DLER fork's max_num_gen_batches)
-    filter_column: str | None = None  # reward column dynamic sampling filters on; None: the weighted total reward
-    keep_group: Callable[[torch.Tensor], torch.Tensor] | None = None  # (P, G) filter scores -> (P,) extra keep rule
-    solve_rate_band: tuple[float, float] | None = None  # keep only groups whose solve rate is in [low, high]
-    dmmpt: dict[str, float] | None = None  # {"tau": .., "sigma": ..} enables UloRL's token mask
-    budget_schedule: Any = None  # rewards.schedules schedule: B(step) for prompt text and generation cap
-    rng: Any = None  # a random.Random the group transform draws from; saved in checkpoints (GRPO-λ tie-breaks)
+    sample_filter: DynamicSampling | None = None
+    advantage: AdvantageFn | None = None  # None: TRL's own, as `scale_rewards` says
+    token_mask: TokenMask | None = None
+    rng: random.Random | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@ stated in the prompt and scored by a triangular length reward, plus correctness 
 
 Format reward as §3: λ_f·(α_think·I_think + α_answer·I_answer), α = 0.5 / 0.5 [default: not stated], as two reward
 columns (`think_format`, `answer_tag_format`) weighted λ_f·α each. Prompt: `budget` (R1-zero instructions as a
-system turn of the model's chat template) or `budget_raw`, the paper's own plain string for base models.
+system turn of the model's chat template) or `budget_raw`, the paper's own plain string for base models. One budget
+object per run (`rollouts.budget.StepBudget`) writes B(t) into the prompt and the `budget` column the length reward
+reads.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rl.variants.base import Plan, Variant, reward
+from rollouts.budget import StepBudget
+from rollouts.groups import StandardRollout
 
 
 @dataclass
@@ -38,6 +42,11 @@ def _schedule(spec: Spec):
     from rewards.schedules import make_schedule
 
     return make_schedule(dict(spec.schedule))
+
+
+def _plan(spec: Spec) -> Plan:
+    budget = StepBudget(_schedule(spec))
+    return Plan(rollout=StandardRollout(cap=budget.cap if spec.cap_generation else None), prompt=budget)
 
 
 def _check(config) -> None:
@@ -71,7 +80,7 @@ VARIANT = Variant(
     Spec=Spec,
     default_rewards=lambda s: [
         reward("correctness", s.correctness_weight, answer_format="answer_tag"),
-        reward(f"budget_{s.shape}", s.length_weight, schedule=dict(s.schedule)),
+        reward(f"budget_{s.shape}", s.length_weight),  # reads B(t) from the `budget` column the plan's prompt sets
         reward("think_format", s.format_weight * s.alpha_think),
         reward("answer_tag_format", s.format_weight * s.alpha_answer),
     ],
@@ -83,6 +92,6 @@ VARIANT = Variant(
         "use_bias_correction_kl": False,
         "num_generations": 8,
     },
-    plan=lambda s: Plan(budget_schedule=_schedule(s), strategy_kwargs={"cap_generation": s.cap_generation}),
+    plan=_plan,
     check=_check,
 )

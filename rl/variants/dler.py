@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rl.advantages import BatchWhitened
+from rl.sampling import DynamicSampling
 from rl.variants.base import GroupBatch, Plan, Variant, band, reward
 
 
@@ -48,15 +50,12 @@ def _plan(spec: Spec) -> Plan:
                 hard_cap=spec.target_length,
             )
 
+    sampling = DynamicSampling(spec.max_resample_rounds, column="correctness", band=band(spec.solve_rate_band))
     return Plan(
         group_transform=transform,
         transform_column="truncation",
-        advantage="group_center_batch_whiten",
-        token_weighted_whitening=spec.token_weighted,
-        dynamic_sampling=spec.dynamic_sampling,
-        max_resample_rounds=spec.max_resample_rounds,
-        filter_column="correctness",
-        solve_rate_band=band(spec.solve_rate_band),
+        sample_filter=sampling if spec.dynamic_sampling else None,
+        advantage=BatchWhitened(spec.token_weighted),
     )
 
 

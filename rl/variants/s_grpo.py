@@ -1,7 +1,7 @@
 """S-GRPO (arXiv 2505.07686): a serial group of one full trace and m early exits, decaying reward, mean-only advantage.
 
 Exits are cut at the token level and the inserted inducer text is masked out of the loss (methods.md §1.2, §1.7).
-The advantage is r − mean over the serial group, computed by the trainer (`Plan.advantage`); a YAML that sets
+The advantage is r − mean over the serial group (`Plan.advantage`); a YAML that sets
 `scale_rewards` to anything but "none" is refused. Over-sampling (§2.1.2: "to ensure that the serial group contains
 early exit samples with correct answers"): dynamic sampling drops serial groups without any correct answer (zero
 variance: correct answers get distinct decayed rewards) and refills from new prompts, at most `max_resample_rounds`
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rl.advantages import mean_only
+from rl.sampling import DynamicSampling
 from rl.variants.base import GroupBatch, Plan, Variant, band, reward
+from rollouts.groups import SerialExitRollout
 
 INDUCER = "Time is limited, stop thinking and start answering.\n</think>\n\n"
 
@@ -40,6 +43,17 @@ def _decay(batch: GroupBatch):
 def _exit_correct(scores):  # noqa: ANN001, ANN202
     """(P, G) decayed rewards, exits first and the full trace last -> (P,) True where an exit answered correctly."""
     return (scores[:, :-1] > 0).any(dim=1)
+
+
+def _plan(s: Spec) -> Plan:
+    keep = _exit_correct if s.require_correct_early_exit else None
+    sampling = DynamicSampling(s.max_resample_rounds, keep=keep, band=band(s.solve_rate_band))
+    return Plan(
+        rollout=SerialExitRollout(s.num_exits, s.answer_max_tokens, s.inducer),
+        group_transform=_decay,
+        sample_filter=sampling if s.dynamic_sampling else None,
+        advantage=mean_only,
+    )
 
 
 def _check(config) -> None:
@@ -73,15 +87,6 @@ VARIANT = Variant(
         "use_bias_correction_kl": False,
         "num_generations": s.num_exits + 1,
     },
-    plan=lambda s: Plan(
-        strategy="serial_exits",
-        strategy_kwargs={"num_exits": s.num_exits, "answer_max_tokens": s.answer_max_tokens, "inducer": s.inducer},
-        group_transform=_decay,
-        advantage="mean_only",
-        dynamic_sampling=s.dynamic_sampling,
-        max_resample_rounds=s.max_resample_rounds,
-        keep_group=_exit_correct if s.require_correct_early_exit else None,
-        solve_rate_band=band(s.solve_rate_band),
-    ),
+    plan=_plan,
     check=_check,
 )

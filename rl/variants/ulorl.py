@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rl.losses import Dmmpt
+from rl.sampling import DynamicSampling
 from rl.variants.base import Plan, Variant, band, reward
+from rollouts.groups import SegmentRollout
 
 
 @dataclass
@@ -49,12 +52,11 @@ VARIANT = Variant(
         "max_completion_length": s.segment_length,
     },
     plan=lambda s: Plan(
-        strategy="segments",
-        strategy_kwargs={"segment_length": s.segment_length, "max_total_tokens": s.max_total_tokens},
-        dynamic_sampling=s.dynamic_sampling,
-        max_resample_rounds=s.max_resample_rounds,
-        solve_rate_band=band(s.solve_rate_band),
-        dmmpt={"tau": s.dmmpt_tau, "sigma": s.dmmpt_sigma},
+        rollout=SegmentRollout(s.segment_length, s.max_total_tokens),
+        sample_filter=DynamicSampling(s.max_resample_rounds, band=band(s.solve_rate_band))
+        if s.dynamic_sampling
+        else None,
+        token_mask=Dmmpt(s.dmmpt_tau, s.dmmpt_sigma),
     ),
     check=_check,
 )

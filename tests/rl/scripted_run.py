@@ -105,29 +105,35 @@ def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
     think_close = tokenizer.encode("</think>", add_special_tokens=False)
     thinking = config.variant.num_exits + 3 if config.variant_name == "s_grpo" else None  # positions are drawn
     if scripted:
-        trainer._engine_factory = lambda rollout_model: ScriptedEngine(tokenizer.eos_token_id, think_close, thinking)
+        trainer.engine_host.factory = lambda rollout_model: ScriptedEngine(
+            tokenizer.eos_token_id, think_close, thinking
+        )
 
     rank = trainer.accelerator.process_index
     log: dict[str, Any] = {"rank": rank, "world": trainer.accelerator.num_processes, "records": []}
     generate = trainer._generate_and_score_completions
     load_state = trainer.load_brevity_state
-    refill_inputs = trainer._refill_inputs
+    refill_inputs = trainer.rollout.refill
     refills: list[list[Any]] = []  # problem ids of each dynamic-sampling refill round of the current batch
-    score_round = trainer._score_round
+    score_round = trainer.rollout.round
     rounds: list[dict[str, Any]] = []  # each generation round of the current batch: local groups as scored
 
     def scored(inputs: Any) -> Any:
         out = score_round(inputs)
-        prompts = _unpad(out["prompt_ids"], out["prompt_mask"])
-        rounds.append({"prompt_ids": prompts, "solved": out["brevity_solved"].tolist()})
+        prompts = [list(s.prompt_ids) for s in out.samples]
+        rounds.append({"prompt_ids": prompts, "solved": out.scores["solved"].tolist()})
         return out
+
+    def budget() -> int | None:
+        hook = trainer.plan.prompt  # the curriculum's B(t), stated in the prompt
+        return None if hook is None else hook.at(trainer.state.global_step)
 
     def recorded(inputs: Any) -> Any:
         out = generate(inputs)
         log["records"].append(
             {
                 "global_step": trainer.state.global_step,
-                "budget": trainer._budget(),
+                "budget": budget(),
                 "prompt_ids": _unpad(out["prompt_ids"], out["prompt_mask"]),
                 "completion_ids": _unpad(out["completion_ids"], out["completion_mask"]),
                 "rewards": out["brevity_rewards"].tolist(),
@@ -155,8 +161,8 @@ def run_one(config_path: str, out_dir: Path, scripted: bool = True) -> None:
         load_state(state)
 
     trainer._generate_and_score_completions = recorded
-    trainer._refill_inputs = refill
-    trainer._score_round = scored
+    trainer.rollout.refill = refill
+    trainer.rollout.round = scored
     trainer.load_brevity_state = loaded
     trainer.train(resume_from_checkpoint=config.grpo.resume_from_checkpoint)
     log["final_global_step"] = trainer.state.global_step

@@ -69,12 +69,13 @@ def run(config_path: str, out_dir: Path) -> None:
     trainer = build_trainer(config)
     rank = trainer.accelerator.process_index
     log: dict[str, Any] = {"rank": rank, "world": trainer.accelerator.num_processes, "syncs": [], "batches": []}
-    sync = trainer._sync_engine
+    host = trainer.engine_host  # rl/engine_host.py; the rollout syncs before every round
+    sync = trainer._groups.sync
     generate = trainer._generate_and_score_completions
 
     def recorded_sync() -> None:
         sync()
-        engine_model = trainer._engine.model
+        engine_model = host.engine.model
         live = trainer.accelerator.unwrap_model(trainer.model)
         held = engine_model.state_dict()
         mismatched = [  # the engine stores a weight in its own dtype (bf16 copy of FSDP2's fp32 masters on GPUs)
@@ -85,8 +86,8 @@ def run(config_path: str, out_dir: Path) -> None:
         log["syncs"].append(
             {
                 "global_step": trainer.state.global_step,
-                "synced_step": trainer._synced_step,
-                "sharded": trainer.sharded,
+                "synced_step": host.synced_step,
+                "sharded": host.sharded,
                 "engine_is_live_model": engine_model is live,
                 "engine_param_types": sorted({type(p).__name__ for p in engine_model.parameters()}),
                 "live_param_types": sorted({type(p).__name__ for p in live.parameters()}),
@@ -102,7 +103,7 @@ def run(config_path: str, out_dir: Path) -> None:
         log["batches"].append({"global_step": trainer.state.global_step, "completion_ids": completions})
         return out
 
-    trainer._sync_engine = recorded_sync
+    trainer._groups.sync = recorded_sync
     trainer._generate_and_score_completions = recorded_generate
     start = time.perf_counter()
     trainer.train()

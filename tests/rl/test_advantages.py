@@ -7,57 +7,31 @@ import math
 import pytest
 import torch
 
-from rl.advantages import ADVANTAGES, group_advantages, group_center_batch_whiten, mean_only_advantages
+from rl.advantages import BatchWhitened, group_center_batch_whiten, mean_only, mean_only_advantages
 
 NAN = float("nan")
 
 
-@pytest.mark.parametrize(
-    ("rewards", "expected"),
-    [
-        # mean 0.5; unbiased std sqrt((4 · 0.25) / 3) = 0.57735; 0.5 / (0.57735 + 1e-4) = 0.865875
-        ([[1.0, 0.0, 0.0, 1.0]], [[0.865875, -0.865875, -0.865875, 0.865875]]),
-        # mean 4; unbiased std sqrt(8 / 2) = 2; 2 / 2.0001 = 0.99995
-        ([[2.0, 4.0, 6.0]], [[-0.99995, 0.0, 0.99995]]),
-        ([[1.0, 1.0, 1.0]], [[0.0, 0.0, 0.0]]),  # zero std: 0 / 1e-4 = 0
-        # NaN (unscorable) is left out of mean/std and gets 0: mean 0.5, std sqrt(0.5 / 1) = 0.70711
-        ([[1.0, NAN, 0.0]], [[0.707007, 0.0, -0.707007]]),
-        ([[3.0], [0.0]], [[0.0], [0.0]]),  # G = 1
-    ],
-)
-def test_group_advantages_match_trl(rewards: list[list[float]], expected: list[list[float]]) -> None:
-    out = group_advantages(torch.tensor(rewards))
-    torch.testing.assert_close(out, torch.tensor(expected), atol=1e-5, rtol=0)
-
-
-def test_group_advantages_equal_trl_formula_on_random_batch() -> None:
-    from trl.trainer.utils import nanstd
-
+def test_mean_only_equals_trl_scale_none_on_random_batch() -> None:
     gen = torch.Generator().manual_seed(0)
     rewards = torch.rand(6, 5, generator=gen)
     rewards[2, 1] = NAN
     flat = rewards.view(-1)
-    # TRL 1.16 grpo_trainer.py l. 2765-2787, 2810, written out on the flat (P·G,) layout it uses.
+    # TRL 1.16 grpo_trainer.py l. 2765, 2810 with scale_rewards="none", on the flat (P·G,) layout it uses.
     mean = torch.nanmean(flat.view(-1, 5), dim=1).repeat_interleave(5)
-    std = nanstd(flat.view(-1, 5), dim=1).repeat_interleave(5)
-    reference = torch.nan_to_num((flat - mean) / (std + 1e-4), nan=0.0).view(6, 5)
-    torch.testing.assert_close(group_advantages(rewards), reference)
+    reference = torch.nan_to_num(flat - mean, nan=0.0).view(6, 5)
+    torch.testing.assert_close(mean_only_advantages(rewards), reference)
 
 
-def test_mean_only_and_scale_none() -> None:
+def test_mean_only_by_hand_and_valid_rows() -> None:
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.25, 0.0, 0.25]])
     expected = torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.25, 0.0, -0.25, 0.0]])
-    torch.testing.assert_close(group_advantages(rewards, scale="none"), expected)
     torch.testing.assert_close(mean_only_advantages(rewards), expected)
-    torch.testing.assert_close(ADVANTAGES["mean_only"](rewards), expected)
-
-
-def test_group_advantages_valid_rows_and_bad_scale() -> None:
-    rewards = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    out = group_advantages(rewards, valid=torch.tensor([True, False]))
+    torch.testing.assert_close(mean_only(rewards, torch.ones_like(rewards), torch.ones(2, dtype=torch.bool)), expected)
+    out = mean_only_advantages(rewards, valid=torch.tensor([True, False]))
     assert out[1].abs().sum() == 0 and out[0, 0] > 0
-    with pytest.raises(ValueError, match="scale"):
-        group_advantages(rewards, scale="batch")  # type: ignore[arg-type]
+    # NaN (unscorable) is left out of the mean and gets 0: mean 0.5
+    torch.testing.assert_close(mean_only_advantages(torch.tensor([[1.0, NAN, 0.0]])), torch.tensor([[0.5, 0.0, -0.5]]))
 
 
 def test_dler_token_weighted_by_hand() -> None:
@@ -70,7 +44,11 @@ def test_dler_token_weighted_by_hand() -> None:
     expected = torch.tensor([[1.521278, -1.014185], [0.253546, 0.253546]])
     out = group_center_batch_whiten(rewards, tokens)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ADVANTAGES["group_center_batch_whiten"](rewards, tokens), out)
+    valid = torch.ones(2, dtype=torch.bool)
+    torch.testing.assert_close(BatchWhitened()(rewards, tokens, valid), out)
+    torch.testing.assert_close(
+        BatchWhitened(token_weighted=False)(rewards, tokens, valid), group_center_batch_whiten(rewards)
+    )
 
 
 def test_dler_sequence_weighted_and_group_of_one() -> None:
@@ -123,14 +101,8 @@ def test_dler_batch_statistics_after_whitening() -> None:
 
 def test_shape_errors() -> None:
     with pytest.raises(ValueError, match="groups"):
-        group_advantages(torch.zeros(4))
+        mean_only_advantages(torch.zeros(4))
     with pytest.raises(ValueError, match="token_counts"):
         group_center_batch_whiten(torch.zeros(2, 2), torch.ones(2, 3))
     with pytest.raises(ValueError, match="valid"):
         group_center_batch_whiten(torch.zeros(2, 2), valid=torch.ones(3, dtype=torch.bool))
-
-
-def test_registry_names() -> None:
-    assert set(ADVANTAGES) == {"group", "mean_only", "group_center_batch_whiten"}
-    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
-    torch.testing.assert_close(ADVANTAGES["group"](rewards), group_advantages(rewards))

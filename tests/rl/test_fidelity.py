@@ -65,7 +65,7 @@ FINISHES = ["length", "stop", "length", "stop"]
 
 def _scripted(trainer: Any, texts: Sequence[str] = TEXTS, finishes: Sequence[str] = FINISHES) -> Any:
     tokenizer = trainer.processing_class
-    trainer._engine_factory = lambda rollout_model: TextEngine(tokenizer, texts, finishes)
+    trainer.engine_host.factory = lambda rollout_model: TextEngine(tokenizer, texts, finishes)
     return trainer
 
 
@@ -233,7 +233,7 @@ class PromptEngine(TextEngine):
 def _dler(model: str, tmp_path: Path, varies: Any, texts: Sequence[str], finishes: Sequence[str], **spec: Any) -> Any:
     trainer = build(model, tmp_path, {"name": "dler", "target_length": 64, **spec}, beta=0.0, max_completion_length=64)
     tokenizer = trainer.processing_class
-    trainer._engine_factory = lambda rollout_model: PromptEngine(tokenizer, texts, finishes, varies)
+    trainer.engine_host.factory = lambda rollout_model: PromptEngine(tokenizer, texts, finishes, varies)
     return trainer
 
 
@@ -294,7 +294,7 @@ def test_dler_short_batch_is_topped_up_only_with_inert_rows(r1_model_path: str, 
         steps_per_generation=8,
     )
     tokenizer = trainer.processing_class
-    trainer._engine_factory = lambda model: PromptEngine(tokenizer, texts, finishes, lambda t: "Varied" in t)
+    trainer.engine_host.factory = lambda model: PromptEngine(tokenizer, texts, finishes, lambda t: "Varied" in t)
     rows = [{"prompt": "Varied 6*2?", "answer": "12"}] + [{"prompt": f"Flat {k}?", "answer": "12"} for k in range(7)]
     out = trainer._generate_and_score_completions(inputs(rows, G))
     assert _metric(trainer, "brevity/groups_trained") == 1.0 and _metric(trainer, "brevity/inert_rows") == G
@@ -446,7 +446,7 @@ def test_ulorl_dmmpt_pass_is_chunked_by_the_micro_batch(tiny_model_path: str, tm
         lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
     try:
-        trainer._apply_dmmpt(out)
+        trainer._apply_token_mask(out)
     finally:
         hook.remove()
     assert rows == [8, 8], "two forwards of one micro-batch each, not one of the whole generation batch"

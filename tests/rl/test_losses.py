@@ -1,4 +1,4 @@
-"""Token masks: UloRL DMMPT mask, token entropy, mask composition."""
+"""Token masks: UloRL's DMMPT mask (the plan piece and the pure function) and the masked fraction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rl.losses import combine_masks, dmmpt_mask, masked_fraction, token_entropy_from_logits
+from rl.losses import Dmmpt, dmmpt_mask, masked_fraction
 
 F, T = False, True
 HI, LO = math.log(0.995), math.log(0.98)  # p = 0.995 ≥ τ = 0.99; p = 0.98 < τ
@@ -55,38 +55,11 @@ def test_dmmpt_shape_errors() -> None:
         dmmpt_mask(logprobs, entropy, rewards[:2], completion_mask)
 
 
-def test_token_entropy_from_logits() -> None:
-    inf = float("inf")
-    logits = torch.tensor(
-        [
-            [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, -inf, -inf]],  # uniform over 4: ln 4; two of four masked: ln 2
-            [[1000.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, -inf, -inf]],  # ~one-hot: 0; p = (3/4, 1/4)
-        ]
-    )
-    # −(3/4 ln 3/4 + 1/4 ln 1/4) = 0.562335
-    expected = torch.tensor([[math.log(4), math.log(2)], [0.0, 0.562335]])
-    torch.testing.assert_close(token_entropy_from_logits(logits), expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(token_entropy_from_logits(logits, chunk_size=1), token_entropy_from_logits(logits))
-
-
-def test_token_entropy_matches_trl() -> None:
-    from trl.trainer.utils import entropy_from_logits
-
-    logits = torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(token_entropy_from_logits(logits, chunk_size=4), entropy_from_logits(logits))
-
-
-def test_combine_masks_and_masked_fraction() -> None:
+def test_masked_fraction_and_the_plan_mask() -> None:
     completion = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
-    inducer = torch.tensor([[F, T, F, F], [F, F, F, F]])
     dmmpt = torch.tensor([[T, F, F, T], [F, T, F, F]])
-    combined = combine_masks(completion, inducer, None, dmmpt)
-    assert combined.dtype == completion.dtype
-    assert combined.tolist() == [[0, 0, 1, 0], [1, 0, 0, 0]]
-    assert combine_masks(completion.bool(), dmmpt).tolist() == [[F, T, T, F], [T, F, F, F]]
-    assert torch.equal(combine_masks(completion), completion)
     # dmmpt removes 2 of the 5 completion tokens (its (0, 3) hit lies on padding)
     assert masked_fraction(dmmpt, completion) == pytest.approx(2 / 5)
     assert masked_fraction(dmmpt, torch.zeros_like(completion)) == 0.0
-    with pytest.raises(ValueError, match="shape"):
-        combine_masks(completion, dmmpt[:, :2])
+    mask = Dmmpt(tau=0.99, sigma=0.2)(*_inputs())
+    assert torch.equal(mask, dmmpt_mask(*_inputs(), tau=0.99, sigma=0.2)) and Dmmpt.pois

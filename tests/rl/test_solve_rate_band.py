@@ -19,7 +19,7 @@ def test_dler_trains_only_on_groups_inside_the_band(tiny_model_path: str, tmp_pa
     variant = {"name": "dler", "target_length": 12, "require_think_close": False, "solve_rate_band": BAND}
     rewards = [ours("parity"), ours("Probe", weight=0.0)]
     trainer = build(tiny_model_path, tmp_path, variant, rewards=rewards, beta=0.0, max_steps=2)
-    assert trainer.plan.solve_rate_band == (0.25, 0.5)
+    assert trainer.plan.sample_filter.band == (0.25, 0.5)
     records: list[dict[str, Any]] = []
     generate = trainer._generate_and_score_completions
 

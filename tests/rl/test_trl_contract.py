@@ -15,6 +15,8 @@ PRIVATE_METHODS = {
     "_get_per_token_logps_and_entropies": ["self", "model", "input_ids", "attention_mask", "logits_to_keep"],
     "_save_checkpoint": ["self", "model", "trial"],
     "_load_rng_state": ["self", "checkpoint"],
+    "_tokenize_prompts": ["self", "prompts"],
+    "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
 }
 
 
@@ -104,3 +106,18 @@ def test_reward_kwargs_come_from_the_input_rows_and_eos_ids_from_the_generation_
     assert "generation_kwargs.update(args.generation_kwargs)" in init
     single = inspect.getsource(GRPOTrainer._generate_single_turn)
     assert "torch.isin(completion_ids, torch.tensor(self.eos_token_ids" in single
+
+
+def test_rounds_score_as_trl_would() -> None:
+    """rl/trainer.py scores each generation round itself (TRL's `_calculate_rewards`, the completions decoded as
+    `_generate` decodes them, `log_extra` values from `_pending_extra_logs`) and serves TRL the kept groups through
+    `rollout_func`, which `_generate` reads at call time and nowhere else."""
+    generate = inspect.getsource(GRPOTrainer._generate)
+    assert "output = self.rollout_func(prompts, self)" in generate
+    assert "parse_response(self._tokenizer, ids, prefix=prompt_ids[i]" in generate
+    assert "self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)" in generate
+    assert 'completions = [[{"role": "assistant", "content": content}] for content in contents]' in generate
+    assert inspect.getsource(GRPOTrainer).count("self.rollout_func") == 3, "rollout_func read outside _generate"
+    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert "self._pending_extra_logs.get(column, [None] * len(prompts))" in score
+    assert "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)" in score, "inert rows are NaN rewards"

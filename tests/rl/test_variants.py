@@ -28,6 +28,11 @@ def _metric(trainer, name: str) -> float:  # noqa: ANN001
     return trainer._metrics["train"][name][-1]
 
 
+def _source(trainer):  # noqa: ANN001, ANN202
+    """The group source of brevity's rollout (its strategy; UloRL's released samples as `ready`)."""
+    return trainer._groups.source
+
+
 def _decode(trainer, out, i: int) -> str:  # noqa: ANN001
     ids = unpadded(out["prompt_ids"], out["prompt_mask"])[i]
     return trainer.processing_class.decode(ids)
@@ -60,7 +65,7 @@ def test_s_grpo_serial_group_decays_and_masks_the_inducer(tiny_model_path: str, 
 
     seen = _probe(trainer).calls[-1]
     assert seen["exit_rank"] == list(range(G)) * 2
-    inducer = trainer._strategy.inducer_ids
+    inducer = _source(trainer).strategy.inducer_ids
     completions = unpadded(out["completion_ids"], out["completion_mask"])
     masks = unpadded(out["tool_mask"], out["completion_mask"])
     for p in range(2):
@@ -146,8 +151,8 @@ def test_ulorl_carries_unfinished_samples_and_masks_mastered_tokens(tiny_model_p
 
     # step 1: one segment for the new prompts is not enough, so more dataset rows are admitted; those carry over
     trainer._generate_and_score_completions(inputs(problems(2), G))
-    assert trainer._strategy.pending == 2 * G
-    carried = {g.key for g in trainer._strategy.groups}
+    assert _source(trainer).strategy.pending == 2 * G
+    carried = {g.key for g in _source(trainer).strategy.groups}
     # step 2: the released groups are the carried ones, each with its own answer, not this batch's rows
     trainer.state.global_step = 1
     out = trainer._generate_and_score_completions(inputs(problems(2, start=50), G))
@@ -156,7 +161,7 @@ def test_ulorl_carries_unfinished_samples_and_masks_mastered_tokens(tiny_model_p
     assert set(seen["answer"]) == {json.loads(key)["answer"] for key in carried}, "not this step's rows (50, 51)"
     for i, answer in enumerate(seen["answer"]):
         assert f"Problem {int(answer) - 1000}:" in _decode(trainer, out, i), "each sample brings its own answer"
-    assert len(carried) == 2 and trainer._strategy.pending == 2 * G
+    assert len(carried) == 2 and _source(trainer).strategy.pending == 2 * G
 
     # DMMPT with the paper's σ = 0.2: a random model's entropy (≈ 10 nats) is far above target, nothing is masked
     assert bool((out["tool_mask"] == 1).all())
@@ -174,9 +179,11 @@ def test_ulorl_carries_unfinished_samples_and_masks_mastered_tokens(tiny_model_p
     completion_mask = out["completion_mask"].bool()
     positive = (out["brevity_rewards"] >= 1.0).unsqueeze(1)
     tau = float(logps.exp()[completion_mask & positive].median())
-    trainer.plan.dmmpt = {"tau": tau, "sigma": float(entropies.max()) + 1.0}
+    from rl.losses import Dmmpt
+
+    trainer.plan.token_mask = Dmmpt(tau=tau, sigma=float(entropies.max()) + 1.0)
     out["tool_mask"] = torch.ones_like(out["tool_mask"])
-    trainer._apply_dmmpt(out)
+    trainer._apply_token_mask(out)
     expected = positive & (logps.exp() >= tau) & completion_mask
     assert expected.any() and (~expected & completion_mask).any()
     assert torch.equal(out["tool_mask"][completion_mask] == 0, expected[completion_mask])
@@ -191,13 +198,13 @@ def test_ulorl_released_surplus_fills_the_next_batches(tiny_model_path: str, tmp
     trainer = build(tiny_model_path, tmp_path, variant, max_completion_length=4)
     # the random tiny model never stops within 8 tokens: every sample takes exactly two segments
     trainer._generate_and_score_completions(inputs(problems(4), G))  # 4 groups + 4 warm-up groups carried over
-    assert trainer._strategy.pending == 4 * G and trainer._ready == []
+    assert _source(trainer).strategy.pending == 4 * G and _source(trainer).ready == []
     ready = []
     for step in range(1, 5):  # 2 prompts a step from now on: the 4 carried groups release, 2 are surplus
         trainer.state.global_step = step
         out = trainer._generate_and_score_completions(inputs(problems(2, start=10 * step), G))
         assert out["completion_ids"].shape[0] == 2 * G
-        ready.append(len(trainer._ready))
+        ready.append(len(_source(trainer).ready))
     assert ready[0] == 2 * G, "step 1 released more groups than it trains on"
     assert ready[2:] == [0, 0], f"the surplus must be used up, not kept: left over after each step {ready}"
 
@@ -262,10 +269,10 @@ def test_grpo_lambda_tie_break_rng_is_checkpointed() -> None:
     plan = VARIANTS["grpo_lambda"].plan(spec)
     assert isinstance(plan.rng, random.Random)
     trainer = BrevityTrainer.__new__(BrevityTrainer)  # only the state methods are exercised here
-    trainer.plan, trainer._strategy, trainer._ready, trainer._calls = plan, None, [], 0
-    from rl.batching import RefillOrder
+    trainer.plan, trainer._groups = plan, None
+    from rollouts.refill import Refills
 
-    trainer._refill = RefillOrder(seed=0)
+    trainer._refills = Refills([], seed=0, world=1, rank=0)
     plan.rng.random()
     state = trainer.brevity_state()
     expected = [plan.rng.random() for _ in range(3)]
