@@ -15,12 +15,15 @@ from typing import Any
 from rl.config import ExperimentConfig
 
 TAGS = ["trl", "grpo", "brevity"]
+GRPO_PAPER = (
+    "2402.03300"  # DeepSeekMath, where GRPO comes from: the paper of the `grpo` baseline (TRL's GRPO card too)
+)
 
 
-def paper_id(paper: str) -> str | None:
-    """The arXiv id in a variant's `paper` ("arXiv 2505.07686" -> "2505.07686"); None for the baseline."""
+def paper_id(paper: str) -> str:
+    """The arXiv id in a variant's `paper` ("arXiv 2505.07686" -> "2505.07686"); GRPO's own for the baseline."""
     found = re.search(r"\b\d{4}\.\d{4,5}\b", paper)
-    return found.group() if found else None
+    return found.group() if found else GRPO_PAPER
 
 
 def variant_card(config: ExperimentConfig, model_name: str, dataset_name: str | None = None) -> Any:
@@ -34,7 +37,7 @@ def variant_card(config: ExperimentConfig, model_name: str, dataset_name: str | 
     hub_base = config.model.count("/") == 1 and not Path(config.model).expanduser().exists()
     if dataset_name is None and config.data.train.startswith("hf:"):
         dataset_name = config.data.train[3:].partition("?")[0]
-    return generate_model_card(
+    card = generate_model_card(
         base_model=config.model if hub_base else None,
         model_name=model_name,
         hub_model_id=config.grpo.hub_model_id or model_name,
@@ -43,9 +46,12 @@ def variant_card(config: ExperimentConfig, model_name: str, dataset_name: str | 
         wandb_url=None,
         trackio_url=None,
         trainer_name=f"brevity's `{config.variant_name}` variant of GRPO",
-        paper_title=f"arXiv {arxiv}" if arxiv else None,
+        paper_title=f"arXiv {arxiv}",
         paper_id=arxiv,
     )
+    if not hub_base:  # TRL's template links the base model on the hub; a local folder or an alias has no such page
+        card.text = card.text.replace("[None](https://huggingface.co/None)", f"`{config.model}`")
+    return card
 
 
 def write_model_card(

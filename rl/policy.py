@@ -48,7 +48,7 @@ def load_policy(config: ExperimentConfig, path: str) -> Any:
 
 def peft_config(config: ExperimentConfig) -> Any:
     """TRL's LoraConfig for `use_peft: true` (None otherwise)."""
-    from trl import get_peft_config
+    from trl.trainer.utils import get_peft_config
 
     return get_peft_config(config.model_args)
 

@@ -60,7 +60,8 @@ class SftExperiment:
 def parse_sft_config(raw: Any, source: str = "<config>", argv: Sequence[str] = ()) -> SftExperiment:
     """`model` + `data` + flat SFTConfig/ModelConfig keys (`argv` overrides them); every error names the file (or the
     command line) and key, before any model is loaded."""
-    from trl import ModelConfig, SFTConfig
+    from trl.trainer.model_config import ModelConfig
+    from trl.trainer.sft_config import SFTConfig
 
     if not isinstance(raw, dict):
         raise ConfigError(source, "<top level>", "expected a mapping of keys")
@@ -110,7 +111,8 @@ def build_dataset(config: SftExperiment) -> Any:
 
 def build_trainer(config: SftExperiment) -> Any:
     from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer, get_peft_config
+    from trl.trainer.sft_trainer import SFTTrainer
+    from trl.trainer.utils import get_peft_config
 
     from rollouts.models import load_tokenizer, resolve_model
 

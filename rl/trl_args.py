@@ -71,7 +71,8 @@ class TrlSchema:
 
 
 def grpo_schema() -> TrlSchema:
-    from trl import GRPOConfig, ModelConfig
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.model_config import ModelConfig
 
     return TrlSchema((GRPOConfig, ModelConfig))
 
@@ -131,14 +132,14 @@ def parse_trl_args(
     """(one instance per schema class, then the keys the command line set) from the flat keys (YAML over paper
     defaults) and the command-line overrides, through TrlParser's two steps (module docstring). The schema defaults
     to GRPOConfig + ModelConfig."""
-    from trl import TrlParser
+    from trl.scripts.utils import TrlParser
 
     schema = schema or grpo_schema()
     check_flat_keys(flat, source, schema)
     cli_keys = command_line_keys(argv, schema)
     values = dict(flat)
     environment_defaults(values, source)
-    parser = TrlParser(schema.classes, allow_abbrev=False, exit_on_error=False)
+    parser = TrlParser(typing.cast(Any, schema.classes), allow_abbrev=False, exit_on_error=False)
     left = parser.set_defaults_with_config(**values)
     if left:  # every key was checked above; a TRL upgrade that drops a field lands here
         raise ConfigError(source, left[0].lstrip("-"), "not an option of TRL's parser")

@@ -298,3 +298,11 @@ def test_trl_parser_contract() -> None:
     assert parser.set_defaults_with_config(x="2e-6", y=1) == ["--y", "1"]  # unknown keys come back as strings
     (namespace, rest) = parser.parse_args_into_dataclasses(args=[], return_remaining_strings=True)
     assert namespace.x == 2e-6 and rest == []  # a string default is converted with the option's type
+
+
+def test_baseline_card_cites_grpo_and_names_a_local_base_model(tmp_path: Path) -> None:
+    from rl.model_card import write_model_card
+
+    card = write_model_card(load_config(_write(tmp_path)), str(tmp_path / "card")).read_text()
+    assert "`grpo` variant of GRPO" in card and "https://huggingface.co/papers/2402.03300" in card
+    assert "fine-tuned version of `smollm2-135m-instruct`" in card and "huggingface.co/None" not in card
