@@ -7,11 +7,12 @@ tokens to REMOVE from the loss. The trainer multiplies its complement into TRL's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["Dmmpt", "dmmpt_mask", "masked_fraction"]
+__all__ = ["Dmmpt", "apply_token_mask", "dmmpt_mask", "masked_fraction"]
 
 
 @torch.no_grad()
@@ -67,3 +68,15 @@ class Dmmpt:
 
     def __call__(self, logps: Tensor, entropies: Tensor, rewards: Tensor, completion_mask: Tensor) -> Tensor:
         return dmmpt_mask(logps, entropies, rewards, completion_mask, tau=self.tau, sigma=self.sigma)
+
+
+def apply_token_mask(mask_fn: Any, out: dict[str, Any], logps: Tensor, entropies: Tensor) -> tuple[str, float]:
+    """Drop `mask_fn`'s tokens from TRL's batch `out` (its `tool_mask` scales the loss mask), with POIS set the old
+    log-probs to the current policy's `logps` (N, T); returns the mask's name and the fraction of tokens it drops."""
+    completion_mask = out["completion_mask"]
+    mask = mask_fn(logps, entropies, out["brevity_rewards"], completion_mask)
+    keep = (~mask).to(completion_mask.dtype)
+    out["tool_mask"] = out["tool_mask"] * keep if "tool_mask" in out else keep
+    if mask_fn.pois:
+        out["old_per_token_logps"] = logps
+    return mask_fn.name, masked_fraction(mask, completion_mask)

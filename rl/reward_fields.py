@@ -22,10 +22,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from transformers import ProcessorMixin
+from trl.chat_template_utils import parse_response
+from trl.data_utils import is_conversational
+
 from rewards.correctness import FINISH_REASON, NUM_TOKENS, PROMPT_OPENS_THINK
 from rollouts.types import Sample, finish_reason
 
-__all__ = ["fill_reward_fields", "generation_eos_ids", "sample_fields"]
+__all__ = ["fill_reward_fields", "generation_eos_ids", "sample_fields", "trl_completions"]
 
 STRATEGY_FIELDS = ("exit_rank", "exit_position", "staleness")  # a strategy's extras that rewards may read
 
@@ -69,3 +73,18 @@ def sample_fields(rows: Sequence[dict[str, Any]], samples: Sequence[Sample], ope
         row[FINISH_REASON] = sample.finish_reason
         row[PROMPT_OPENS_THINK] = bool(opens_think(sample.prompt_ids))
         row.update({key: sample.extras[key] for key in STRATEGY_FIELDS if key in sample.extras})
+
+
+def trl_completions(processing_class: Any, prompts: Sequence[Any], samples: Sequence[Sample], tools: Any) -> list[Any]:
+    """The `completions` TRL 1.16's `_generate` hands reward functions: texts, or for conversational prompts assistant
+    messages, through the tokenizer's response parser where it has one (tests/rl/test_trl_contract.py pins this)."""
+    ids = [s.completion_ids for s in samples]
+    if not is_conversational({"prompt": prompts[0]}):
+        return processing_class.batch_decode(ids, skip_special_tokens=True)
+    tok = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class  # as TRL
+    if getattr(tok, "response_template", None) is not None or getattr(tok, "response_schema", None) is not None:
+        return [[parse_response(tok, c, prefix=s.prompt_ids, tools=tools)] for c, s in zip(ids, samples)]
+    return [
+        [{"role": "assistant", "content": text}]
+        for text in processing_class.batch_decode(ids, skip_special_tokens=True)
+    ]

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 
 from rl.variants.base import GroupBatch, Plan
+from rollouts.collect import Batch
+from rollouts.comm import Comm
 
 
 @dataclass
@@ -72,11 +74,13 @@ def score_round(
     return Scored(scores, keep, weighted, {k: float(v) for k, v in metrics.items()})
 
 
-def batch_metrics(correct: Tensor | None, lengths: Tensor) -> dict[str, float]:
-    """The trained batch's accuracy (None: no `correctness` reward) and length quantiles, over its (n,) valid rows of
-    every process."""
-    out = {} if correct is None else {"accuracy": correct.float().mean().item()}
+def batch_metrics(batch: Batch, comm: Comm, has_correctness: bool) -> dict[str, float]:
+    """The trained batch's accuracy (with a `correctness` reward, read before any transform) and length quantiles,
+    over the valid rows of every process (a collective)."""
+    valid = comm.tensors(batch.valid)
+    out = {"accuracy": comm.tensors(batch.scores["correct"])[valid].float().mean().item()} if has_correctness else {}
+    lengths = comm.tensors(batch.scores["lengths"])[valid].float()
     if len(lengths):
-        q = torch.quantile(lengths.float(), torch.tensor([0.5, 0.9], device=lengths.device))
+        q = torch.quantile(lengths, torch.tensor([0.5, 0.9], device=lengths.device))
         out.update(length_p50=q[0].item(), length_p90=q[1].item())
     return out

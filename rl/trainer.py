@@ -1,15 +1,11 @@
 """The one TRL subclass, and the only module that touches TRL private names (tests/rl/test_trl_contract.py checks them).
 
 It runs a variant's `Plan` (rl/variants/base.py) without asking which variant that is. Each step the rollout
-(rollouts/collect.py) generates, scores and filters groups, refilling from the dataset where dynamic sampling drops
-some; TRL then gets only the kept groups, through its `rollout_func`, with their rewards already computed. Seams:
-- generation: brevity's engines (rollouts/placement.py, whole groups whatever process TRL gave them to), or with
-  `rollout.engine: trl` TRL's own (`_tokenize_prompts`, `_generate_single_turn`);
-- scoring: TRL's `_calculate_rewards` on each round, then the plan's group rules on the gathered batch (rl/scoring.py);
-- after TRL's pass: the plan's advantage on the gathered kept batch, its token mask from the current policy's
-  log-probs and entropies (`_get_per_token_logps_and_entropies`);
-- checkpoints: the rollout's state and the plan's RNG, a file per process; engines: rl/engine_host.py (`_dist` says
-  whether the policy is sharded).
+(rollouts/collect.py) generates, scores and filters groups, refilling where dynamic sampling drops some; TRL then gets
+only the kept groups, through its `rollout_func`, with their rewards already computed. Seams: generation (brevity's
+engines through rollouts/placement.py, or TRL's own `_tokenize_prompts` + `_generate_single_turn`); scoring (TRL's
+`_calculate_rewards` per round, then the plan's group rules, rl/scoring.py); after TRL's pass the plan's advantage and
+token mask (`_get_per_token_logps_and_entropies`); checkpoints (the rollout's state, the plan's RNG); `_dist`.
 """
 
 from __future__ import annotations
@@ -22,14 +18,12 @@ from typing import Any
 
 import torch
 from trl import GRPOTrainer
-from trl.chat_template_utils import parse_response
-from trl.data_utils import is_conversational
 
 from rewards.correctness import opens_think
 from rl.advantages import plan_advantages
 from rl.engine_host import EngineHost, generating
-from rl.losses import masked_fraction
-from rl.reward_fields import fill_reward_fields, generation_eos_ids, sample_fields
+from rl.losses import apply_token_mask
+from rl.reward_fields import fill_reward_fields, generation_eos_ids, sample_fields, trl_completions
 from rl.scoring import batch_metrics, score_round
 from rl.variants.base import Plan
 from rollouts.collect import Collector, Round
@@ -66,9 +60,12 @@ class BrevityTrainer(GRPOTrainer):
             engine_factory, live, lambda: self.state.global_step, comm.device, sharded, dtype
         )
         self._refills = Refills(self.train_dataset, a.seed, comm.world, comm.rank)
+        params = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k or 0,
+                                max_tokens=a.max_completion_length)  # fmt: skip
+        setup = RolloutSetup(self.processing_class, params, G, a.seed, comm.rank, self._refills, self._prepare,
+                             self._encode, self._log)  # fmt: skip
         self._groups = None if engine_factory is None else GroupRollout(
-            self._build_source, comm, G, self._prepare, self._encode, self.engine_host.sync,
-            lambda: generating(self.model),
+            plan.rollout, setup, self.engine_host.build, comm, self.engine_host.sync, lambda: generating(self.model)
         )  # fmt: skip
         generate = self._groups or self._trl_round
         self.rollout = Collector(generate, self._score, self._refills, comm, G, a.steps_per_generation, self._log)
@@ -79,13 +76,6 @@ class BrevityTrainer(GRPOTrainer):
 
     def _encode(self, row: Row) -> list[int]:
         return encode_prompt(self.processing_class, row["prompt"], **(self.chat_template_kwargs or {}))
-
-    def _build_source(self) -> Any:
-        a, G = self.args, self.num_generations
-        params = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k or 0, max_tokens=a.max_completion_length)  # fmt: skip
-        setup = RolloutSetup(self.engine_host.build(), self.processing_class, params, G, a.seed,
-                             self.accelerator.process_index, self._refills, self._prepare, self._encode, self._log)  # fmt: skip
-        return self.plan.rollout.build(setup)
 
     def _trl_round(self, rows: list[Row]) -> tuple[list[Row], list[Sample]]:
         """`rollout.engine: trl`: TRL's own tokenisation and generation (transformers or its vLLM) of the rows."""
@@ -108,7 +98,8 @@ class BrevityTrainer(GRPOTrainer):
         sample_fields(rows, samples, lambda ids: opens_think(decode(list(ids[-32:]))))
         prompts, ids = [row["prompt"] for row in rows], [s.completion_ids for s in samples]
         self._pending_extra_logs.clear()  # what rewards log with `log_extra` travels with its rows
-        per_func = super()._calculate_rewards(rows, prompts, self._completions(prompts, samples), ids)  # (N, F)
+        completions = trl_completions(self.processing_class, prompts, samples, self.tools)
+        per_func = super()._calculate_rewards(rows, prompts, completions, ids)  # (N, F), every process's
         comm = self.rollout.comm
         lengths = comm.tensors(torch.tensor([len(x) for x in ids], device=per_func.device))
         step, n = self.state.global_step, len(rows)
@@ -119,17 +110,6 @@ class BrevityTrainer(GRPOTrainer):
             self._log(f"brevity/{name}", value)
         self._last = {"rewards": scored.rewards}  # the round's gathered weighted rewards
         return Round(rows, samples, scored.scores, scored.keep, logs=dict(self._pending_extra_logs))
-
-    def _completions(self, prompts: list[Any], samples: list[Sample]) -> list[Any]:
-        """What TRL's `_generate` hands reward functions: texts, or assistant messages for conversational prompts
-        (through the tokenizer's response parser where it has one, as TRL does)."""
-        ids, tok = [s.completion_ids for s in samples], self._tokenizer
-        if not is_conversational({"prompt": prompts[0]}):
-            return self.processing_class.batch_decode(ids, skip_special_tokens=True)
-        if getattr(tok, "response_template", None) is not None or getattr(tok, "response_schema", None) is not None:
-            return [[parse_response(tok, c, prefix=s.prompt_ids, tools=self.tools)] for c, s in zip(ids, samples)]
-        texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
-        return [[{"role": "assistant", "content": text}] for text in texts]
 
     # ---- TRL's pass over the kept groups -------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):  # noqa: ANN001, ANN202
@@ -161,12 +141,10 @@ class BrevityTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # noqa: ANN001, ANN202
         """The served groups' rewards, scored where they were generated; inert rows are NaN (TRL leaves unscorable
         rows out of its reward statistics and gives them advantage 0)."""
-        batch, comm, step = self._batch, self.rollout.comm, self.state.global_step
+        batch, comm = self._batch, self.rollout.comm
         assert batch is not None
-        valid = comm.tensors(batch.valid)
-        correct = comm.tensors(batch.scores["correct"])[valid] if "correctness" in self.reward_func_names else None
-        metrics = batch_metrics(correct, comm.tensors(batch.scores["lengths"])[valid])
-        metrics.update({} if self.plan.prompt is None else self.plan.prompt.metrics(step))
+        metrics = batch_metrics(batch, comm, "correctness" in self.reward_func_names)
+        metrics.update({} if self.plan.prompt is None else self.plan.prompt.metrics(self.state.global_step))
         for name, value in metrics.items():
             self._metrics["train" if self.model.training else "eval"][f"brevity/{name}"].append(value)
         per_func = batch.scores["per_func"].clone()
@@ -176,20 +154,15 @@ class BrevityTrainer(GRPOTrainer):
     def _apply_token_mask(self, out: dict[str, Any]) -> None:
         """The plan's token mask from the current policy's log-probs and entropies, chunked like TRL's own passes (the
         whole generation batch in one forward OOMs); with POIS those log-probs are the old ones too."""
-        mask_fn, completion_mask = self.plan.token_mask, out["completion_mask"]
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-        attn = torch.cat([out["prompt_mask"], completion_mask], dim=1)
+        attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         with torch.no_grad():
             logps, entropies, _ = self._get_per_token_logps_and_entropies(
                 self.model, ids, attn, out["completion_ids"].size(1),
                 batch_size=self.args.per_device_train_batch_size, compute_entropy=True,
             )  # fmt: skip
-        mask = mask_fn(logps, entropies, out["brevity_rewards"], completion_mask)
-        keep = (~mask).to(completion_mask.dtype)
-        out["tool_mask"] = out["tool_mask"] * keep if "tool_mask" in out else keep
-        if mask_fn.pois:
-            out["old_per_token_logps"] = logps
-        self._log(f"brevity/{mask_fn.name}_masked_fraction", masked_fraction(mask, completion_mask))
+        name, fraction = apply_token_mask(self.plan.token_mask, out, logps, entropies)
+        self._log(f"brevity/{name}_masked_fraction", fraction)
 
     def _log(self, name: str, value: float) -> None:
         self._metrics["train"][name].append(float(value))
@@ -209,7 +182,7 @@ class BrevityTrainer(GRPOTrainer):
 
     def _state_file(self, folder: Path) -> Path:
         rank = self.accelerator.process_index
-        return folder / (STATE_FILE if rank == 0 else STATE_FILE.replace(".json", f".{rank}.json"))
+        return folder / (STATE_FILE if rank == 0 else f"brevity_state.{rank}.json")
 
     def _save_checkpoint(self, model, trial):  # noqa: ANN001, ANN202
         super()._save_checkpoint(model, trial)

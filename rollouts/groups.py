@@ -35,9 +35,8 @@ class Group:
 
 @dataclass(frozen=True)
 class RolloutSetup:
-    """What a rollout spec builds its source from."""
+    """What a rollout spec builds its source from, besides the engine."""
 
-    engine: Engine
     tokenizer: Any
     params: SamplingParams  # the run's sampling settings; `max_tokens` is max_completion_length
     num_generations: int
@@ -139,8 +138,8 @@ class StandardRollout:
 
     cap: Callable[[Row], int] | None = None
 
-    def build(self, setup: RolloutSetup) -> GroupSource:
-        return PerCallSource(StandardStrategy(setup.engine, setup.params, setup.num_generations), setup, self.cap)
+    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource:
+        return PerCallSource(StandardStrategy(engine, setup.params, setup.num_generations), setup, self.cap)
 
     def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]:
         """The most tokens a sample generates after its prompt, and the YAML key that sets it."""
@@ -161,9 +160,9 @@ class SerialExitRollout:
     inducer: str = DEFAULT_INDUCER
     plain = False
 
-    def build(self, setup: RolloutSetup) -> GroupSource:
+    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource:
         kwargs = {"num_exits": self.num_exits, "answer_max_tokens": self.answer_max_tokens, "inducer": self.inducer}
-        strategy = SerialExitStrategy(setup.engine, setup.tokenizer, setup.params, seed=setup.seed, **kwargs)
+        strategy = SerialExitStrategy(engine, setup.tokenizer, setup.params, seed=setup.seed, **kwargs)
         return PerCallSource(strategy, setup)
 
     def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]:
@@ -180,13 +179,11 @@ class SegmentRollout:
     max_total_tokens: int
     plain = False
 
-    def build(self, setup: RolloutSetup) -> GroupSource:
+    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource:
         # segments derive a seed per (group, member, segment) from this process's one
         params = replace(setup.params, seed=derive_seed(setup.seed, setup.rank))
         G = setup.num_generations
-        return PooledSource(
-            SegmentStrategy(setup.engine, params, G, self.segment_length, self.max_total_tokens), setup
-        )
+        return PooledSource(SegmentStrategy(engine, params, G, self.segment_length, self.max_total_tokens), setup)
 
     def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]:
         return "variant.max_total_tokens", self.max_total_tokens

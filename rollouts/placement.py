@@ -11,47 +11,52 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from rollouts.comm import Comm
-from rollouts.groups import Group, GroupSource, Row
-from rollouts.types import Sample
+from rollouts.groups import Group, GroupSource, RolloutSetup, Row
+from rollouts.types import Engine, Sample
+
+
+class RolloutSpec(Protocol):
+    """A variant's rollout (rollouts/groups.py: standard, serial exits, segments)."""
+
+    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource: ...
 
 
 class GroupRollout:
-    """`rollout(rows)` for brevity's engines. `build()` makes the group source (and its engine) on first use;
-    `sync()` runs before every round (weights into an engine that holds its own); `generating()` wraps the engine
-    calls (the policy in eval mode, no autograd). `prepare(row)` is the variant's prompt hook at the current step."""
+    """`rollout(rows)` for brevity's engines: `spec` builds the group source on first use, with the engine
+    `make_engine()` returns; `sync()` runs before every round (weights into an engine that holds its own);
+    `generating()` wraps the engine calls (the policy in eval mode, no autograd)."""
 
     def __init__(
         self,
-        build: Callable[[], GroupSource],
+        spec: RolloutSpec,
+        setup: RolloutSetup,
+        make_engine: Callable[[], Engine],
         comm: Comm,
-        num_generations: int,
-        prepare: Callable[[Row], Row],
-        encode: Callable[[Row], list[int]],
         sync: Callable[[], None],
         generating: Callable[[], AbstractContextManager[Any]],
     ) -> None:
-        self.build, self.comm, self.G = build, comm, num_generations
-        self.prepare, self.encode, self.sync, self.generating = prepare, encode, sync, generating
+        self.spec, self.setup, self.make_engine, self.comm = spec, setup, make_engine, comm
+        self.sync, self.generating = sync, generating
         self.calls = 0  # rounds so far; seeds each round's sampling
         self._source: GroupSource | None = None
 
     @property
     def source(self) -> GroupSource:
         if self._source is None:
-            self._source = self.build()
+            self._source = self.spec.build(self.make_engine(), self.setup)
         return self._source
 
     def __call__(self, rows: list[Row]) -> tuple[list[Row], list[Sample]]:
         source = self.source
         self.sync()
-        G, world, rank = self.G, self.comm.world, self.comm.rank
+        G, world, rank = self.setup.num_generations, self.comm.world, self.comm.rank
         unique = self.comm.objects(rows)[::G]
         mine = list(range(rank, len(unique), world))
-        prepared = [self.prepare(unique[i]) for i in mine]
-        prompts = [self.encode(row) for row in prepared]
+        prepared = [self.setup.prepare(unique[i]) for i in mine]
+        prompts = [self.setup.encode(row) for row in prepared]
         self.calls += 1
         with self.generating():
             groups = source.generate(prepared, prompts, self.calls)

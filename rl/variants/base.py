@@ -12,6 +12,7 @@ import torch
 
 from rl.sampling import DynamicSampling
 from rollouts.groups import GroupSource, RolloutSetup, StandardRollout
+from rollouts.types import Engine
 
 if TYPE_CHECKING:
     from rl.config import ExperimentConfig, RewardSpec
@@ -35,7 +36,7 @@ class RolloutSpec(Protocol):
 
     plain: bool  # TRL's own generation samples the same groups (`rollout.engine: trl` can run it)
 
-    def build(self, setup: RolloutSetup) -> GroupSource: ...
+    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource: ...
 
     def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]: ...
 
