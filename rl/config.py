@@ -80,6 +80,7 @@ class ExperimentConfig:
     grpo: Any  # trl.GRPOConfig
     grpo_keys_set: frozenset[str] = frozenset()  # GRPOConfig/ModelConfig keys the YAML or the command line set
     model_args: Any = None  # trl.ModelConfig: dtype, attention implementation, revision, PEFT/LoRA
+    plan: Any = None  # the variant's Plan (rl/variants/base.py), built once when the config is checked
 
 
 def type_ok(value: Any, annotation: Any) -> bool:

@@ -148,7 +148,7 @@ def validate(config: ExperimentConfig) -> None:
     variant.check(config)
     _check_band(config)
     try:
-        plan = variant.plan(config.variant)
+        plan = config.plan = variant.plan(config.variant)
     except (TypeError, ValueError) as e:
         raise ConfigError(src, "variant", str(e)) from None
     if config.rollout.engine == "trl" and (not plan.rollout.plain or plan.prompt is not None):

@@ -105,10 +105,9 @@ def build_trainer(config: ExperimentConfig) -> Any:
     from rl.policy import load_policy, peft_config
     from rl.progress import ProgressLine
     from rl.trainer import BrevityTrainer
-    from rl.variants import VARIANTS
     from rollouts.models import load_tokenizer, resolve_model
 
-    plan = VARIANTS[config.variant_name].plan(config.variant)
+    plan = config.plan  # built once, when the config was checked (rl/experiment.py)
     dataset = build_dataset(config)
     rewards = build_rewards(config)
     check_labels(config, dataset, rewards, () if plan.prompt is None else plan.prompt.columns)
