@@ -278,3 +278,35 @@ def test_grpo_lambda_tie_break_rng_is_checkpointed() -> None:
     expected = [plan.rng.random() for _ in range(3)]
     trainer.load_brevity_state(state)
     assert [plan.rng.random() for _ in range(3)] == expected
+
+
+def test_readme_worked_example_adds_a_variant_that_trains(
+    tiny_model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rl/variants/README.md's example file, as written: registered in VARIANTS it parses from YAML, its group rule
+    reaches the rewards the trainer trains on, and one training step moves the parameters."""
+    import importlib
+    import re
+
+    from rl.variants import VARIANTS
+
+    readme = (REPO / "rl" / "variants" / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    (tmp_path / "shortest_bonus.py").write_text(block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("shortest_bonus")
+    monkeypatch.setitem(VARIANTS, "shortest_bonus", module.VARIANT)
+
+    trainer = build(tiny_model_path, tmp_path, {"name": "shortest_bonus", "bonus": 0.5}, rewards=[ours("correctness")])
+    rows = [{"prompt": "Problem 1.", "pattern": "1111"}, {"prompt": "Problem 2.", "pattern": "0110"}]
+    out = trainer._generate_and_score_completions(inputs(rows, G))
+    correct = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    lengths = out["brevity_lengths"].view(-1, G).float().masked_fill(correct == 0, float("inf"))
+    shortest = (correct > 0) & (lengths == lengths.min(dim=1, keepdim=True).values)
+    assert out["brevity_rewards"].view(-1, G).tolist() == (correct + 0.5 * shortest).tolist()
+    assert _metric(trainer, "brevity/bonus_rate") == 1.0
+
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters()), "parameters changed"
