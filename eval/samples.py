@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.grading import grade
+from rewards.thinking import THINK_CLOSE, THINK_OPEN, prompt_opens_think, think_span
 from rollouts.data import FILE_SUFFIXES, Problem
 from rollouts.types import Completion
 
@@ -34,7 +35,6 @@ RECORD_KEYS = (
     "correct",
     "finish_reason",
 )
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 def slug(benchmark: str) -> str:
@@ -97,31 +97,18 @@ def write_atomic(path: Path, text: str) -> None:
 
 def opens_think(tokenizer: Any, prompt_ids: Sequence[int]) -> bool:
     """Whether a prompt ends inside a think block (chat templates of R1-distill / Qwen3 put `<think>` there)."""
-    tail = tokenizer.decode(list(prompt_ids[-16:]))
-    return tail.rfind(THINK_OPEN) > tail.rfind(THINK_CLOSE)
+    return prompt_opens_think(prompt_ids, tokenizer.decode, tail=16)
 
 
 def think_token_count(
     ids: Sequence[int], text: str, decode: Callable[[Sequence[int]], str], opened: bool = False
 ) -> int | None:
-    """Tokens of the thinking span: up to and including the last `</think>`; all tokens if a think block opens (in
-    the text, or in the prompt: `opened`) and never closes; None without think tags.
-
-    Found on the text, then mapped back to tokens by bisection on decoded prefixes: a tag the tokenizer splits into
-    several pieces, merged with the text before it ("step.</" + "think" + ">"), is still found.
-    """
-    end = text.rfind(THINK_CLOSE)
-    if end < 0:
+    """Tokens of the thinking span (rewards/thinking.py), up to and including the first `</think>`, found on the
+    decoded text so a tag merged with its neighbours counts; all tokens if a think block opens (in the text, or in
+    the prompt: `opened`) and never closes; None without think tags."""
+    if THINK_CLOSE not in text:
         return len(ids) if opened or THINK_OPEN in text else None
-    end += len(THINK_CLOSE)
-    lo, hi = 1, len(ids)  # the smallest n whose decoded prefix reaches past the tag
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(decode(ids[:mid])) >= end:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    return think_span(ids, decode=decode).end
 
 
 def make_record(

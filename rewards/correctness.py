@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewards.grading import ANSWER_FORMATS, grade
+from rewards.thinking import THINK_CLOSE, THINK_OPEN
 
 __all__ = [
     "Correctness",
@@ -35,7 +36,6 @@ __all__ = [
     "completion_texts",
     "finished_flags",
     "grade_all",
-    "opens_think",
     "token_lengths",
 ]
 
@@ -44,16 +44,9 @@ RewardFunc = Callable[..., list[float]]
 # reward_kwargs keys that are not dataset columns; left out of "columns passed" in error messages.
 _TRL_KWARGS = {"prompts", "trainer_state", "log_extra", "log_metric", "environments"}
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 PROMPT_OPENS_THINK = "prompt_opens_think"  # the per-completion field the trainer passes (bool)
 FINISH_REASON = "finish_reason"  # per completion: "stop" | "length"
 NUM_TOKENS = "num_tokens"  # per completion: its length in tokens
-
-
-def opens_think(prompt_text: str) -> bool:
-    """True if the rendered prompt leaves a think block open (its last `<think>` is not closed): R1-distill style."""
-    opened = prompt_text.rfind(THINK_OPEN)
-    return opened >= 0 and prompt_text.find(THINK_CLOSE, opened) < 0
 
 
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:

@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 
 from rewards.correctness import check_answer_format, completion_texts
 from rewards.grading import extract_answer, is_valid_math
+from rewards.thinking import THINK_CLOSE, THINK_OPEN
 
 __all__ = ["AnswerFormat", "AnswerTagFormat", "ThinkFormat", "has_valid_answer"]
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
 

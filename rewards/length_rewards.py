@@ -22,6 +22,7 @@ from rewards.correctness import (
 )
 from rewards.format import has_valid_answer
 from rewards.schedules import Constant, Schedule, make_schedule
+from rewards.thinking import think_span
 
 __all__ = [
     "BudgetBand",
@@ -135,9 +136,8 @@ class _BudgetReward:
         **kwargs: Any,
     ) -> list[float]:
         lengths = token_lengths(completion_ids, self.__name__, kwargs)
-        if self.think_end_token_id is not None and completion_ids is not None:
-            end = self.think_end_token_id
-            lengths = [list(ids).index(end) if end in ids else len(ids) for ids in completion_ids]
+        if self.think_end_token_id is not None and completion_ids is not None:  # the thinking span's tokens
+            lengths = [think_span(list(ids), [self.think_end_token_id]).thought for ids in completion_ids]
         budgets = self.budgets(len(lengths), kwargs)
         return [type(self)._shape(n, b, self.r_max) for n, b in zip(lengths, budgets, strict=True)]
 

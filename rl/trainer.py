@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
-from rewards.correctness import opens_think
+from rewards.thinking import prompt_opens_think
 from rl.advantages import plan_advantages
 from rl.engine_host import EngineHost, generating
 from rl.losses import apply_token_mask
@@ -95,7 +95,7 @@ class BrevityTrainer(GRPOTrainer):
     def _score(self, rows: list[Row], samples: list[Sample]) -> Round:
         """One round's rewards: every reward function through TRL (a collective), then the plan's group rules."""
         decode = self.processing_class.decode
-        sample_fields(rows, samples, lambda ids: opens_think(decode(list(ids[-32:]))))
+        sample_fields(rows, samples, lambda ids: prompt_opens_think(ids, decode))
         prompts, ids = [row["prompt"] for row in rows], [s.completion_ids for s in samples]
         self._pending_extra_logs.clear()  # what rewards log with `log_extra` travels with its rows
         completions = trl_completions(self.processing_class, prompts, samples, self.tools)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
+from rewards.thinking import find_subsequence, think_span
 from rollouts.strategies.base import check_name, checked, derive_seed
 from rollouts.types import Completion, Engine, Request, Sample, SamplingParams
 
@@ -35,16 +36,6 @@ ShortTrace = Literal["repeat", "shrink"]
 
 class TextEncoder(Protocol):
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-
-
-def find_subsequence(seq: Sequence[int], sub: Sequence[int]) -> int:
-    """Index of the first occurrence of `sub` in `seq`, or -1."""
-    n, target = len(sub), list(sub)
-    first = target[0]
-    for i in range(len(seq) - n + 1):
-        if seq[i] == first and list(seq[i : i + n]) == target:
-            return i
-    return -1
 
 
 class SerialExitStrategy:
@@ -111,13 +102,12 @@ class SerialExitStrategy:
         self.group_sizes: list[int] = []
 
     def thinking_length(self, trace: Completion) -> int:
-        """Tokens before the first `</think>`; unclosed -> the whole trace (minus a final stop token)."""
-        ids = trace.token_ids
-        closed_at = find_subsequence(ids, self.think_close_ids)
-        if closed_at >= 0:
-            return closed_at
-        stops = set(self.engine.eos_token_ids) | set(self.params.stop_token_ids)
-        return len(ids) - 1 if trace.finish_reason == "stop" and ids and ids[-1] in stops else len(ids)
+        """The trace's thinking span (rewards/thinking.py): tokens before the first `</think>`; unclosed, the whole
+        trace but a final stop token."""
+        stops = (
+            set(self.engine.eos_token_ids) | set(self.params.stop_token_ids) if trace.finish_reason == "stop" else ()
+        )
+        return think_span(trace.token_ids, self.think_close_ids, stop_ids=stops).thought
 
     def position_rng(self, call: int, prompt: Sequence[int]) -> random.Random:
         """The generator of one prompt's exit positions in call number `call` (0-based)."""
