@@ -306,3 +306,28 @@ def test_baseline_card_cites_grpo_and_names_a_local_base_model(tmp_path: Path) -
     card = write_model_card(load_config(_write(tmp_path)), str(tmp_path / "card")).read_text()
     assert "`grpo` variant of GRPO" in card and "https://huggingface.co/papers/2402.03300" in card
     assert "fine-tuned version of `smollm2-135m-instruct`" in card and "huggingface.co/None" not in card
+
+
+def test_chat_template_kwargs_reach_the_rollout_prompts(tmp_path: Path, tiny_model_path: str) -> None:
+    """Through the production path (parse_config + build_trainer + one generation round): the prompt ids the rollout
+    decodes from carry what the chat template writes for `enable_thinking: false` (Qwen3's switch)."""
+    import shutil
+
+    from tests.rl.variant_helpers import build, inputs, problems
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_path, model)
+    template = model / "chat_template.jinja"
+    switch = "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}"
+    template.write_text(template.read_text().rstrip() + switch)
+
+    def prompt_text(**grpo: Any) -> str:
+        folder = tmp_path / f"run{len(grpo)}"
+        folder.mkdir()
+        trainer = build(str(model), folder, {"name": "grpo"}, **grpo)
+        out = trainer._generate_and_score_completions(inputs(problems(1), 4))
+        ids = out["prompt_ids"][0][out["prompt_mask"][0].bool()]
+        return trainer.processing_class.decode(ids)
+
+    assert prompt_text(chat_template_kwargs={"enable_thinking": False}).endswith("<think>\n\n</think>\n\n")
+    assert "<think>" not in prompt_text()
