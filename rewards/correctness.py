@@ -12,6 +12,11 @@ completion hit its token cap without an EOS and "stop" otherwise, and `num_token
 token included, as in `completion_ids`). Rewards read them through `finished_flags` and `token_lengths`, which fall
 back to inferring them when a caller passes neither (a reward called by hand).
 
+Correctness is computed once per completion: the trainer grades each completion with the run's `Grading` (that of its
+first reward that grades) and passes the verdict as `graded_correct`, with the `grading` it came from; a reward that
+grades the same way (`Grading.verdicts`) reads it instead of grading again (DLER's `truncation` and its weight-0
+`correctness` column share one grading), and a reward called by hand grades itself.
+
 Unfinished completions (issue 13): where the prompt opened the think block (R1-distill templates end the generation
 prompt with `<think>`), the trainer passes `prompt_opens_think` per completion and every reward reads the completion
 as `<think>\n` + text, so an answer counts only after `</think>`; `finish_reason` lets a reward score a length-capped
@@ -29,6 +34,7 @@ from rewards.thinking import THINK_CLOSE, THINK_OPEN
 
 __all__ = [
     "Correctness",
+    "Grading",
     "RewardFunc",
     "check_answer_format",
     "column",
@@ -47,6 +53,8 @@ _TRL_KWARGS = {"prompts", "trainer_state", "log_extra", "log_metric", "environme
 PROMPT_OPENS_THINK = "prompt_opens_think"  # the per-completion field the trainer passes (bool)
 FINISH_REASON = "finish_reason"  # per completion: "stop" | "length"
 NUM_TOKENS = "num_tokens"  # per completion: its length in tokens
+GRADED_CORRECT = "graded_correct"  # per completion: the shared grader's verdict, graded once by the trainer
+GRADING = "grading"  # per completion: the `Grading` that verdict came from
 
 
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
@@ -166,6 +174,38 @@ def grade_all(
 
 
 @dataclass(frozen=True)
+class Grading:
+    """How a completion is graded against its reference column (`grade_all`); equal gradings give equal verdicts."""
+
+    answer_format: str = "boxed"
+    answer_column: str = "answer"
+    timeout: float = 5.0
+    require_think_close: bool = False
+    first_think_close: bool = False
+
+    def grade(self, completions: Sequence[Any] | None, kwargs: Mapping[str, Any], reward_name: str) -> list[bool]:
+        """Grade each completion here (texts read as `completion_texts` reads them)."""
+        texts = completion_texts(completions, reward_name, kwargs)
+        references = column(kwargs, self.answer_column, len(texts), reward_name)
+        return grade_all(
+            texts,
+            references,
+            self.answer_format,
+            self.timeout,
+            require_think_close=self.require_think_close,
+            first_think_close=self.first_think_close,
+        )
+
+    def verdicts(self, completions: Sequence[Any] | None, kwargs: Mapping[str, Any], reward_name: str) -> list[bool]:
+        """Whether each completion is correct: the trainer's `graded_correct` when it graded this way, else `grade`."""
+        if GRADING in kwargs and GRADED_CORRECT in kwargs:
+            n = len(kwargs[GRADED_CORRECT])
+            if all(g == self for g in column(kwargs, GRADING, n, reward_name)):
+                return [bool(c) for c in column(kwargs, GRADED_CORRECT, n, reward_name)]
+        return self.grade(completions, kwargs, reward_name)
+
+
+@dataclass(frozen=True)
 class Correctness:
     """R = 1 if the extracted answer matches the reference (`rewards.grading.grade`), else 0.
 
@@ -189,20 +229,17 @@ class Correctness:
     def __post_init__(self) -> None:
         check_answer_format(self.answer_format)
 
+    @property
+    def grading(self) -> Grading:
+        return Grading(
+            self.answer_format, self.answer_column, self.timeout, self.require_think_close, self.first_think_close
+        )
+
     def __call__(
         self, completions: Sequence[Any] | None = None, completion_ids: Any = None, **kwargs: Any
     ) -> list[float]:
-        texts = completion_texts(completions, self.__name__, kwargs)
-        references = column(kwargs, self.answer_column, len(texts), self.__name__)
-        correct = grade_all(
-            texts,
-            references,
-            self.answer_format,
-            self.timeout,
-            require_think_close=self.require_think_close,
-            first_think_close=self.first_think_close,
-        )
+        correct = self.grading.verdicts(completions, kwargs, self.__name__)
         if self.truncated_is_wrong and FINISH_REASON in kwargs:
-            finished = finished_flags(kwargs, [0] * len(texts), None, self.__name__)
+            finished = finished_flags(kwargs, [0] * len(correct), None, self.__name__)
             correct = [c and f for c, f in zip(correct, finished, strict=True)]
         return [float(c) for c in correct]

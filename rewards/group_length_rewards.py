@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rewards.correctness import Correctness, check_answer_format, token_lengths
+from rewards.correctness import Correctness, Grading, check_answer_format, token_lengths
 
 __all__ = [
     "GroupLength",
@@ -169,6 +169,20 @@ class _GroupReward:
     def _rule(self, correct: list[bool], lengths: list[int]) -> list[float]:
         raise NotImplementedError
 
+    @property
+    def grader(self) -> Correctness:
+        return Correctness(
+            answer_format=self.answer_format,
+            answer_column=self.answer_column,
+            timeout=self.timeout,
+            truncated_is_wrong=self.truncated_is_wrong,
+        )
+
+    @property
+    def grading(self) -> Grading:
+        """For the trainer's single grading pass (rewards/correctness.py)."""
+        return self.grader.grading
+
     def __call__(
         self,
         prompts: Sequence[Any] | None = None,
@@ -177,13 +191,7 @@ class _GroupReward:
         **kwargs: Any,
     ) -> list[float]:
         lengths = token_lengths(completion_ids, self.__name__, kwargs)
-        grader = Correctness(
-            answer_format=self.answer_format,
-            answer_column=self.answer_column,
-            timeout=self.timeout,
-            truncated_is_wrong=self.truncated_is_wrong,
-        )
-        correct = [r > 0 for r in grader(completions, **kwargs)]
+        correct = [r > 0 for r in self.grader(completions, **kwargs)]
         if prompts is None:
             if self.group_size is None:
                 raise ValueError(f"reward {self.__name__!r} groups completions by `prompts`, or give it group_size")

@@ -12,14 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewards import length
-from rewards.correctness import (
-    check_answer_format,
-    column,
-    completion_texts,
-    finished_flags,
-    grade_all,
-    token_lengths,
-)
+from rewards.correctness import Grading, check_answer_format, column, completion_texts, finished_flags, token_lengths
 from rewards.format import has_valid_answer
 from rewards.schedules import Constant, Schedule, make_schedule
 from rewards.thinking import think_span
@@ -67,6 +60,11 @@ class Truncation:
         if not 0 <= self.stop_properly_scale <= 1:
             raise ValueError(f"stop_properly_scale must be in [0, 1], got {self.stop_properly_scale}")
 
+    @property
+    def grading(self) -> Grading:
+        """DeepScaleR's grading as DLER's fork runs it: the answer after the first `</think>`."""
+        return Grading(self.answer_format, self.answer_column, self.timeout, self.require_think_close, True)
+
     def __call__(
         self,
         completions: Sequence[Any] | None = None,
@@ -75,16 +73,7 @@ class Truncation:
     ) -> list[float]:
         lengths = token_lengths(completion_ids, self.__name__, kwargs)
         finished = finished_flags(kwargs, lengths, self.max_tokens, self.__name__)
-        texts = completion_texts(completions, self.__name__, kwargs)
-        references = column(kwargs, self.answer_column, len(texts), self.__name__)
-        correct = grade_all(
-            texts,
-            references,
-            self.answer_format,
-            self.timeout,
-            require_think_close=self.require_think_close,
-            first_think_close=True,
-        )
+        correct = self.grading.verdicts(completions, kwargs, self.__name__)
         return [
             float(c and n <= self.target_length) * (1.0 if f else self.stop_properly_scale)
             for c, n, f in zip(correct, lengths, finished, strict=True)

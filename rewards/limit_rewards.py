@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rewards.correctness import Correctness, check_answer_format, column, token_lengths
+from rewards.correctness import Correctness, Grading, check_answer_format, column, token_lengths
 from rewards.schedules import Constant, Schedule, make_schedule
 
 __all__ = ["BudgetConditioned", "HardLimit", "l1_exact", "l1_max"]
@@ -45,8 +45,16 @@ def _grader(reward: Any) -> Correctness:
     )
 
 
+class _Graded:
+    """A reward that grades through `Correctness`: its grading, for the trainer's single grading pass."""
+
+    @property
+    def grading(self) -> Grading:
+        return _grader(self).grading
+
+
 @dataclass(frozen=True)
-class BudgetConditioned:
+class BudgetConditioned(_Graded):
     """L1 / LCPO (2503.04697): the target length n_gold is in the prompt; "exact" or "max" reward (see l1_exact/l1_max).
 
     n_gold is sampled per prompt (L1: a uniform integer in [100, 4000]) and stored in the dataset column
@@ -91,7 +99,7 @@ class BudgetConditioned:
 
 
 @dataclass(frozen=True)
-class HardLimit:
+class HardLimit(_Graded):
     """ThinkPrune (2504.01296): R = 1[correct]·1[L ≤ limit(step)], the limit tightened over training.
 
     Past the limit the paper discards the unfinished response, so it scores 0. `schedule` gives the limit at

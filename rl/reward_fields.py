@@ -26,10 +26,10 @@ from transformers import ProcessorMixin
 from trl.chat_template_utils import parse_response
 from trl.data_utils import is_conversational
 
-from rewards.correctness import FINISH_REASON, NUM_TOKENS, PROMPT_OPENS_THINK
+from rewards.correctness import FINISH_REASON, GRADED_CORRECT, GRADING, NUM_TOKENS, PROMPT_OPENS_THINK, Grading
 from rollouts.types import Sample, finish_reason
 
-__all__ = ["fill_reward_fields", "generation_eos_ids", "sample_fields", "trl_completions"]
+__all__ = ["fill_reward_fields", "generation_eos_ids", "grade_once", "sample_fields", "trl_completions"]
 
 STRATEGY_FIELDS = ("exit_rank", "exit_position", "staleness")  # a strategy's extras that rewards may read
 
@@ -88,3 +88,17 @@ def trl_completions(processing_class: Any, prompts: Sequence[Any], samples: Sequ
         [{"role": "assistant", "content": text}]
         for text in processing_class.batch_decode(ids, skip_special_tokens=True)
     ]
+
+
+def grade_once(rows: Sequence[dict[str, Any]], completions: Sequence[Any], reward_funcs: Sequence[Any]) -> None:
+    """Grade each completion once, the way the first reward that grades does (`Grading`), and set the verdict and its
+    grading on the completion's row: every reward that grades the same way reads it instead of grading again."""
+    graders = [(f.grading, f.__name__) for f in reward_funcs if isinstance(getattr(f, "grading", None), Grading)]
+    if not graders or not rows:
+        return
+    grading, name = graders[0]
+    kwargs = {
+        key: [row[key] for row in rows] for key in rows[0] if key not in ("prompt", "completion", "completion_ids")
+    }
+    for row, verdict in zip(rows, grading.grade(completions, kwargs, name), strict=True):
+        row[GRADED_CORRECT], row[GRADING] = verdict, grading

@@ -23,7 +23,7 @@ from rewards.thinking import prompt_opens_think
 from rl.advantages import plan_advantages
 from rl.engine_host import EngineHost, generating
 from rl.losses import apply_token_mask
-from rl.reward_fields import fill_reward_fields, generation_eos_ids, sample_fields, trl_completions
+from rl.reward_fields import fill_reward_fields, generation_eos_ids, grade_once, sample_fields, trl_completions
 from rl.scoring import batch_metrics, score_round
 from rl.variants.base import Plan
 from rollouts.collect import Collector, Round
@@ -99,6 +99,7 @@ class BrevityTrainer(GRPOTrainer):
         prompts, ids = [row["prompt"] for row in rows], [s.completion_ids for s in samples]
         self._pending_extra_logs.clear()  # what rewards log with `log_extra` travels with its rows
         completions = trl_completions(self.processing_class, prompts, samples, self.tools)
+        grade_once(rows, completions, self.reward_funcs)  # rewards that grade alike read this verdict
         per_func = super()._calculate_rewards(rows, prompts, completions, ids)  # (N, F), every process's
         comm = self.rollout.comm
         lengths = comm.tensors(torch.tensor([len(x) for x in ids], device=per_func.device))

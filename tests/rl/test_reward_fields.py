@@ -130,3 +130,33 @@ def test_fill_reward_fields_and_generation_eos_ids() -> None:
     assert generation_eos_ids([2], config) == [2, 7]
     assert generation_eos_ids([2], type("C", (), {"eos_token_id": 5})()) == [2, 5]
     assert generation_eos_ids([2, 9], None) == [2, 9]
+
+
+def test_grading_verdicts_read_the_field_only_when_graded_alike() -> None:
+    from rewards.correctness import GRADED_CORRECT, GRADING, Grading
+
+    grading = Grading(answer_format="boxed")
+    kwargs: dict[str, Any] = {"answer": ["12", "12"]}
+    texts = ["\\boxed{12}", "\\boxed{13}"]
+    assert grading.verdicts(texts, kwargs, "r") == [True, False]  # no field: graded here
+    marked = {**kwargs, GRADED_CORRECT: [False, True], GRADING: [grading, grading]}
+    assert grading.verdicts(texts, marked, "r") == [False, True], "the trainer's verdict is read, not regraded"
+    other = Grading(answer_format="boxed", require_think_close=True)
+    assert other.verdicts(texts, marked, "r") == [False, False], "graded otherwise: grades itself"
+
+
+def test_dler_grades_each_completion_once(
+    tiny_model_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DLER's `truncation` reward and its weight-0 `correctness` column grade alike: the trainer grades each
+    completion once and both read that verdict (before, each graded every completion)."""
+    import rewards.correctness
+
+    calls = []
+    grade = rewards.correctness.grade
+    monkeypatch.setattr(rewards.correctness, "grade", lambda *a, **k: calls.append(a) or grade(*a, **k))
+    spec = {"name": "dler", "target_length": CAP, "require_think_close": False, "dynamic_sampling": False}
+    trainer = build(tiny_model_path, tmp_path, spec, beta=0.0, max_completion_length=CAP)
+    assert [r.__name__ for r in trainer.reward_funcs] == ["truncation", "correctness"]
+    trainer._generate_and_score_completions(inputs(problems(2), G))
+    assert len(calls) == 2 * G, "one grade per completion"
