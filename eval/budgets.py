@@ -10,20 +10,21 @@ and the mean overshoot, per benchmark. The model is loaded once per budget.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from eval.config import USER_ERRORS, EvalConfig, EvalInputError
 from eval.report import budgets_table
-from eval.run import evaluate
 from eval.samples import nan_to_none, write_atomic
 
 __all__ = ["evaluate_budgets"]
 
 
-def evaluate_budgets(config: EvalConfig) -> dict[str, Any]:
-    """Evaluate once per budget of `config.budgets`; write and return the side-by-side comparison."""
+def evaluate_budgets(config: EvalConfig, evaluate: Callable[[EvalConfig], dict[str, Any]]) -> dict[str, Any]:
+    """Evaluate once per budget of `config.budgets` with `evaluate` (eval.run's, passed in by its CLI so this module
+    does not import eval.run back); write and return the side-by-side comparison."""
     try:
         config.validate()  # e.g. --budget and --budgets together, before any model is loaded
     except USER_ERRORS as e:

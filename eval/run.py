@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.budgets:  # one evaluation per prompt budget, side by side
         from eval.budgets import evaluate_budgets
 
-        code = run_cli(lambda: evaluate_budgets(config), config.out)
+        code = run_cli(lambda: evaluate_budgets(config, evaluate), config.out)
         if code == 0:
             print((Path(config.out) / "budgets.md").read_text())
             print(f"wrote {config.out}/budgets.json, budgets.md and budget_<B>/ (one evaluation per budget)")

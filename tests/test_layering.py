@@ -121,7 +121,6 @@ def test_no_import_circle_between_packages() -> None:
 # xfail, so its entry goes too)
 KNOWN_CIRCLES = {
     "rollouts": "rollouts.engines <-> rollouts.hf_engine (HF_MODES)",
-    "eval": "eval.run <-> eval.budgets (--budgets runs evaluate per budget)",
 }
 
 
