@@ -8,7 +8,7 @@ from typing import Any
 from rollouts.types import Engine
 
 ENGINES = ("auto", "transformers", "vllm")
-HF_MODES = ("auto", "dynamic", "static", "compiled", "continuous")  # the transformers engine's modes (hf_engine.py)
+HF_MODES = ("auto", "dynamic", "static", "compiled")  # the transformers engine's modes (hf_engine.py)
 
 
 def vllm_available() -> bool:

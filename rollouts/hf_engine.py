@@ -12,12 +12,10 @@ Modes (`mode=`; "auto" is "compiled" on CUDA and "dynamic" elsewhere):
   kernels per layer that bound an eager step), still captured as CUDA graphs. Sampling stays eager: inductor in torch
   2.11 fails on split argmax/cumsum over a 150k vocabulary. The first call compiles (~35 s on an H200; a second
   engine compiling in the same process took ~3 min); a failed compile falls back to "static" with a warning.
-- "continuous": transformers' own continuous batching (`init_continuous_batching`, paged KV cache). Rows are grouped
-  by sampling settings; a group is seeded once, so seeds are reproducible per call, not per request. Kept for
-  comparison: without flash-attn it was slower than TRL's stock path.
 Measured on one H200 (bf16, batch 256, 512 new tokens, temperature 1, experiments/bench/decode_throughput.py), in
 tokens/s, window attention: SmolLM2-135M stock TRL path 3.3k, dynamic 10.6k, static 45.7k, compiled 74.0k (22x),
-continuous 1.7k; Qwen2.5-1.5B shape stock 3.3k, dynamic 7.2k, static 33.0k, compiled 46.5k (14x, 21% of the
+transformers' own continuous batching 1.7k (a mode of this engine until issue 14; the bench's stock `paged` arm
+measures it); Qwen2.5-1.5B shape stock 3.3k, dynamic 7.2k, static 33.0k, compiled 46.5k (14x, 21% of the
 memory-bandwidth bound). With the ragged kernel SmolLM2 compiled reached 92.7k (stock 2.3k in that run). The kernel
 runs one layer's decode attention 1.5-2.1x faster than masked SDPA at the engine's shapes (decode_attention.py).
 Static and compiled modes need full-attention models.
@@ -376,23 +374,17 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            if self.mode == "continuous":  # its worker thread updates tensors in place: no inference tensors
-                with torch.no_grad():
-                    results = self._generate_continuous(rows)
-                for r, completion in enumerate(results):
-                    report(r, completion)
-            else:
-                # The model runs in its own dtype: a trainer's autocast would give fp32 keys (RoPE upcasts) next to
-                # bf16 values, which a static KV cache cannot hold. Train with bf16 weights to decode in bf16.
-                with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
-                    order = sorted(range(len(rows)), key=lambda r: (rows[r].params.max_tokens, len(rows[r].ids)))
-                    for start in range(0, len(order), self.max_batch_size):
-                        chunk = order[start : start + self.max_batch_size]
-                        if on_finish is not None:  # b: the row's position in the chunk
-                            self._finish_hook = lambda b, completion, chunk=chunk: report(chunk[b], completion)
-                        for r, completion in zip(chunk, self._run_chunk([rows[r] for r in chunk])):
-                            results[r] = completion
-                            report(r, completion)
+            # The model runs in its own dtype: a trainer's autocast would give fp32 keys (RoPE upcasts) next to
+            # bf16 values, which a static KV cache cannot hold. Train with bf16 weights to decode in bf16.
+            with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+                order = sorted(range(len(rows)), key=lambda r: (rows[r].params.max_tokens, len(rows[r].ids)))
+                for start in range(0, len(order), self.max_batch_size):
+                    chunk = order[start : start + self.max_batch_size]
+                    if on_finish is not None:  # b: the row's position in the chunk
+                        self._finish_hook = lambda b, completion, chunk=chunk: report(chunk[b], completion)
+                    for r, completion in zip(chunk, self._run_chunk([rows[r] for r in chunk])):
+                        results[r] = completion
+                        report(r, completion)
         finally:
             self._finish_hook = None
             self.model.train(was_training)
@@ -820,50 +812,3 @@ class HFEngine:
             logger.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
             ws.graphs[key] = None
             self.graph_failures += 1
-
-    # ----------------------------------------------------------------------------------------------- continuous
-    def _generate_continuous(self, rows: Sequence[_Row]) -> list[Completion]:
-        """transformers continuous batching, one manager per group of equal sampling settings."""
-        from transformers import ContinuousBatchingConfig, GenerationConfig
-
-        results: list[Completion | None] = [None] * len(rows)
-        stops = self._stops(rows)
-        groups: dict[tuple, list[int]] = {}
-        for r, row in enumerate(rows):
-            p = row.params
-            groups.setdefault((p.temperature, p.top_p, p.top_k, p.logprobs), []).append(r)
-        for (temperature, top_p, top_k, logprobs), members in groups.items():
-            seed = rows[members[0]].params.seed
-            gen = GenerationConfig(
-                do_sample=temperature > 0, temperature=temperature or None, top_p=top_p, top_k=top_k or None,
-                max_new_tokens=max(rows[r].params.max_tokens for r in members), pad_token_id=self.pad_token_id,
-                eos_token_id=list(self.eos_token_ids) if not self.ignore_eos else -1,
-            )  # fmt: skip
-            cb = ContinuousBatchingConfig(
-                return_logprobs=logprobs, seed=seed, max_requests_per_batch=self.max_batch_size
-            )
-            with self.model.continuous_batching_context_manager(
-                generation_config=gen, continuous_batching_config=cb, block=True
-            ) as manager:
-                ids = {}
-                for r in members:
-                    rid = manager.add_request(
-                        rows[r].ids, request_id=f"row{r}", max_new_tokens=rows[r].params.max_tokens,
-                        eos_token_id=stops[r] or -1,
-                    )  # fmt: skip
-                    ids[rid] = r
-                pending = set(ids)
-                while pending:
-                    res = manager.get_result(timeout=1)
-                    if res is None:
-                        if not manager.is_running():
-                            raise RuntimeError("transformers continuous batching stopped before finishing")
-                        continue
-                    if res.is_finished() and res.request_id in pending:
-                        if res.error is not None:
-                            raise RuntimeError(f"continuous batching failed on {res.request_id}: {res.error}")
-                        pending.discard(res.request_id)
-                        r = ids[res.request_id]
-                        logps = list(res.logprobs) or [0.0] * len(res.generated_tokens)
-                        results[r] = self._completion(rows[r], stops[r], list(res.generated_tokens), logps)
-        return results

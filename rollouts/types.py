@@ -90,7 +90,9 @@ class Engine(Protocol):
 class Sample:
     """One training sample produced by a strategy: a prompt's completion with its masks and extras.
 
-    `loss_mask[i]` is 0 for tokens the policy did not sample (an inserted inducer) and 1 otherwise.
+    `loss_mask[i]` is 0 for tokens the policy did not sample (an inserted inducer) and 1 otherwise. `logprobs`: the
+    behaviour log-probs of TRL's own vLLM generation (`rollout.engine: trl`), for TRL's importance-sampling correction;
+    brevity's strategies keep none.
     `extras` holds strategy metadata (`exit_rank`, `exit_position`, `segment_ids`, ...).
     """
 

@@ -27,7 +27,7 @@ Arms (`--modes`):
   (= `use_transformers_continuous_batching`) calls it: `model.generate_batch(prompt_ids, generation_config=<the stock
   config>, continuous_batching_config=ContinuousBatchingConfig(max_memory_percent=0.5), progress_bar=False)` (0.5 is
   TRL's training-aware default). Every call builds a manager, warms it up and frees it, as each TRL step does.
-- "dynamic", "static", "compiled", "continuous": brevity's HFEngine modes (`rollouts/hf_engine.py`); one engine per
+- "dynamic", "static", "compiled": brevity's HFEngine modes (`rollouts/hf_engine.py`); one engine per
   (model, mode) with `max_batch_size` = the largest batch, reused across shapes, as in training.
 Deviations from TRL, so every arm decodes the same number of tokens: `min_new_tokens = new_tokens` for the generate
 arms, `eos_token_id=-1` for "paged" (continuous batching has no min_new_tokens), `ignore_eos=True` for the engine.
@@ -88,7 +88,7 @@ TINY_CONFIG = {
 }  # fmt: skip
 PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}  # datasheet, for reference only: the fraction uses the copy
 STOCK_ARMS = ("stock", "hf_static", "hf_compiled", "paged")
-ENGINE_ARMS = ("dynamic", "static", "compiled", "continuous")
+ENGINE_ARMS = ("dynamic", "static", "compiled")
 ARMS = STOCK_ARMS + ENGINE_ARMS
 TRL_CB_MEMORY = 0.5  # trl 1.16 GRPOTrainer: cb_kwargs.setdefault("max_memory_percent", 0.5)
 

@@ -24,7 +24,6 @@ Key = int | str
 @dataclass(eq=False)
 class _Member:
     token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] | None = field(default_factory=list)  # None once a segment came back without them
     segment_ids: list[int] = field(default_factory=list)  # per token: the call that generated it
     first_segment: int = -1
     last_segment: int = -1
@@ -37,6 +36,11 @@ class _Group:
     key: Key | None
     prompt_ids: list[int]
     members: list[_Member]
+
+
+def _member(state: dict[str, Any]) -> _Member:
+    """A saved member; pools saved before behaviour log-probs were dropped still load (their `logprobs` ignored)."""
+    return _Member(**{k: v for k, v in state.items() if k != "logprobs"})
 
 
 class SegmentStrategy:
@@ -145,7 +149,7 @@ class SegmentStrategy:
             self.segment += 1
             for (group, members, cap), completions in zip(targets, outputs):
                 for m, c in zip(members, completions):
-                    self._extend(m, c.token_ids, c.logprobs, seg)
+                    self._extend(m, c.token_ids, seg)
                     if c.finish_reason == "stop":
                         m.finish_reason = "stop"
                     elif len(m.token_ids) >= self._limit(group) or len(c.token_ids) < cap:
@@ -155,14 +159,12 @@ class SegmentStrategy:
         self.groups = [g for g in self.groups if g not in released]
         return [self._sample(g, m, seg) for g in released for m in g.members]
 
-    def _extend(self, m: _Member, token_ids: Sequence[int], logprobs: Sequence[float] | None, seg: int) -> None:
+    def _extend(self, m: _Member, token_ids: Sequence[int], seg: int) -> None:
         if m.first_segment < 0:
             m.first_segment = seg
         m.last_segment = seg
         m.token_ids.extend(token_ids)
         m.segment_ids.extend([seg] * len(token_ids))
-        if m.logprobs is not None:
-            m.logprobs = m.logprobs + list(logprobs) if self.params.logprobs and logprobs is not None else None
 
     def _sample(self, group: _Group, m: _Member, seg: int) -> Sample:
         assert m.finish_reason is not None
@@ -180,7 +182,6 @@ class SegmentStrategy:
             completion_ids=list(m.token_ids),
             finish_reason=m.finish_reason,
             loss_mask=[1] * len(m.token_ids),
-            logprobs=list(m.logprobs) if self.params.logprobs and m.logprobs is not None else None,
             extras=extras,
         )
 
@@ -202,7 +203,7 @@ class SegmentStrategy:
         self.segment = int(state["segment"])
         self.next_group_id = int(state["next_group_id"])
         self.groups = [
-            _Group(g["group_id"], g["key"], list(g["prompt_ids"]), [_Member(**m) for m in g["members"]])
+            _Group(g["group_id"], g["key"], list(g["prompt_ids"]), [_member(m) for m in g["members"]])
             for g in state["groups"]
         ]
         self.queue = [(list(p), k) for p, k in state["queue"]]

@@ -49,8 +49,7 @@ class SerialExitStrategy:
     `group_sizes` holds each prompt's group size of the last call either way. Positions: see the module docstring;
     the state (for checkpoints) is the seed and the number of calls so far.
 
-    Inserted inducer tokens get loss_mask 0 and log-prob 0.0 (they were not sampled, so they have no behaviour
-    log-prob; 0.0 keeps the list aligned and is ignored where masked). The prefix's log-probs are the trace's.
+    Inserted inducer tokens get loss_mask 0: the policy did not sample them.
     With `params.seed` set, each exit's request gets a seed derived from (seed, prompt, exit), so exits of one trace
     do not share one random stream.
     """
@@ -173,7 +172,6 @@ class SerialExitStrategy:
                     completion_ids=list(trace.token_ids),
                     finish_reason=trace.finish_reason,
                     loss_mask=[1] * len(trace.token_ids),
-                    logprobs=list(trace.logprobs) if self.params.logprobs and trace.logprobs is not None else None,
                     extras=self._extras(group_size - 1, thinking[i], True, 0, thinking[i]),
                 )
             )
@@ -183,16 +181,12 @@ class SerialExitStrategy:
         self, i: int, prompt: Sequence[int], trace: Completion, position: int, answer: Completion, rank: int, n: int
     ) -> Sample:
         k = len(self.inducer_ids)
-        logprobs = None
-        if self.params.logprobs and trace.logprobs is not None and answer.logprobs is not None:
-            logprobs = list(trace.logprobs[:position]) + [0.0] * k + list(answer.logprobs)
         return Sample(
             prompt_index=i,
             prompt_ids=list(prompt),
             completion_ids=list(trace.token_ids[:position]) + self.inducer_ids + list(answer.token_ids),
             finish_reason=answer.finish_reason,
             loss_mask=[1] * position + [0] * k + [1] * len(answer.token_ids),
-            logprobs=logprobs,
             extras=self._extras(rank, position, False, k, n),
         )
 

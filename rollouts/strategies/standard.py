@@ -39,7 +39,6 @@ class StandardStrategy:
                 completion_ids=list(c.token_ids),
                 finish_reason=c.finish_reason,
                 loss_mask=[1] * len(c.token_ids),
-                logprobs=list(c.logprobs) if c.logprobs is not None else None,
             )
             for i, completions in enumerate(outputs)
             for c in completions

@@ -1,7 +1,7 @@
 """The benchmark arms of experiments/bench (issue 15) run on a CPU with tiny shapes, so they do not rot between GPU runs.
 
 decode_throughput: every arm that runs on a CPU in seconds (stock, hf_static, hf_compiled = static without compile
-here, paged, dynamic, static; "compiled" and "continuous" take minutes on a CPU: tests/rollouts/test_hf_engine.py's
+here, paged, dynamic, static; "compiled" takes minutes on a CPU: tests/rollouts/test_hf_engine.py's
 slow tests cover those modes). step_time: the stock TRL arms are built with the settings they claim (training them is
 a slow test). grader_throughput: pools grade the same samples as the main thread.
 """

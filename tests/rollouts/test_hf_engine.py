@@ -216,9 +216,9 @@ def test_smollm2_greedy_matches_generate_and_continues_prefixes(smollm2_path: st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["compiled", "continuous"])
+@pytest.mark.parametrize("mode", ["compiled"])
 def test_slow_modes_match_dynamic(tiny_model_path: str, mode: str) -> None:
-    """torch.compile and transformers' continuous batching take minutes on a CPU."""
+    """torch.compile takes minutes on a CPU."""
     reqs = [Request(p, SamplingParams(temperature=0, max_tokens=6)) for p in PROMPTS]
     dynamic = HFEngine(tiny_model_path, mode="dynamic")
     assert [ids(g) for g in HFEngine(dynamic.model, mode=mode).generate(reqs)] == [
@@ -240,24 +240,20 @@ def _tiny_cuda_model() -> torch.nn.Module:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("mode", ["static", "compiled", "continuous"])
+@pytest.mark.parametrize("mode", ["static", "compiled"])
 def test_gpu_modes_match_dynamic(mode: str) -> None:
-    """float32 on the GPU: same ids as the dynamic loop (continuous batching seeds per call, so greedy only there).
+    """float32 on the GPU: same ids as the dynamic loop, greedy and seeded.
 
     The model is built here, without SmolLM2's tokenizer, so the test runs on a GPU machine without the GGUF package.
     """
     model = _tiny_cuda_model()
     reqs = [Request(p, SamplingParams(temperature=0, max_tokens=40)) for p in PROMPTS]
-    if mode != "continuous":
-        reqs += [
-            Request(p, SamplingParams(n=2, temperature=0.9, max_tokens=40, seed=i)) for i, p in enumerate(PROMPTS)
-        ]
+    reqs += [Request(p, SamplingParams(n=2, temperature=0.9, max_tokens=40, seed=i)) for i, p in enumerate(PROMPTS)]
     dynamic = HFEngine(model, mode="dynamic")
     fast = HFEngine(model, mode=mode)
     expected = [ids(g) for g in dynamic.generate(reqs)]
     assert [ids(g) for g in fast.generate(reqs)] == expected
-    if mode != "continuous":  # graphs are reused on the second call
-        assert [ids(g) for g in fast.generate(reqs)] == expected
+    assert [ids(g) for g in fast.generate(reqs)] == expected, "graphs are reused on the second call"
 
 
 @pytest.mark.parametrize("decode_attention", ["window", "ragged"])

@@ -9,10 +9,10 @@ import pytest
 from rollouts.strategies import SerialExitStrategy
 from rollouts.strategies.serial_exits import prompt_key
 from rollouts.types import Completion, Request, SamplingParams
-from tests.rollouts.scripted_engine import EOS, Script, ScriptedEngine, logprob_of
+from tests.rollouts.scripted_engine import EOS, Script, ScriptedEngine
 
 INDUCER = [7000, 7001, 5]  # ends with the scripted think-close id 5
-PARAMS = SamplingParams(temperature=0.0, max_tokens=100, logprobs=True)
+PARAMS = SamplingParams(temperature=0.0, max_tokens=100)
 
 
 def make(engine: ScriptedEngine, **kwargs: object) -> SerialExitStrategy:
@@ -37,8 +37,7 @@ def check_group(group: list, inducer: list[int], m: int, n: int) -> None:
         assert s.completion_ids[:p] == full.completion_ids[:p]
         assert s.completion_ids[p : p + k] == inducer
         assert [i for i, v in enumerate(s.loss_mask) if v == 0] == list(range(p, p + k))
-        assert s.logprobs is not None and full.logprobs is not None
-        assert s.logprobs[:p] == full.logprobs[:p] and s.logprobs[p : p + k] == [0.0] * k
+        assert s.logprobs is None, "no behaviour log-probs (TRL recomputes what it needs)"
 
 
 def test_groups_positions_masks_and_one_batched_exit_call() -> None:
@@ -65,8 +64,6 @@ def test_groups_positions_masks_and_one_batched_exit_call() -> None:
             [[direct]] = engine.generate([Request(prompts[i], SamplingParams(max_tokens=10), prefix)])
             assert s.completion_ids[len(prefix) :] == direct.token_ids  # the continuation follows the prefix
             assert s.completion_ids[-1] == EOS and s.finish_reason == "stop"
-            answer = s.completion_ids[len(prefix) :]
-            assert s.logprobs[len(prefix) :] == [logprob_of(len(prefix) + t, tok) for t, tok in enumerate(answer)]
 
 
 def test_multi_token_think_close() -> None:
@@ -82,7 +79,7 @@ def test_multi_token_think_close() -> None:
 
 def test_unclosed_trace_counts_whole_completion_as_thinking() -> None:
     engine = ScriptedEngine(Script(lambda p, j: None))
-    strategy = make(engine, params=SamplingParams(max_tokens=15, logprobs=True))
+    strategy = make(engine, params=SamplingParams(max_tokens=15))
     group = strategy.generate([[1, 2, 3]])
     full = group[-1]
     assert len(full.completion_ids) == 15 and full.finish_reason == "length"
@@ -173,7 +170,7 @@ def test_prompt_key_is_stable_across_processes() -> None:
 
 def test_seeded_exits_get_distinct_seeds() -> None:
     engine = ScriptedEngine(Script(lambda p, j: 20))
-    make(engine, params=SamplingParams(seed=7, logprobs=True)).generate([[1], [2]])
+    make(engine, params=SamplingParams(seed=7)).generate([[1], [2]])
     assert engine.calls[0][0].params.seed == 7  # the trace keeps the caller's seed
     assert len({r.params.seed for r in engine.calls[1]}) == 8
 
