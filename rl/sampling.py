@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["DynamicSampler", "DynamicSampling", "band_error", "in_band", "solve_rates", "zero_variance_groups"]
+__all__ = ["DynamicSampler", "DynamicSampling", "band_error", "in_band", "zero_variance_groups"]
 
 Band = tuple[float, float]
 
@@ -34,13 +33,6 @@ def zero_variance_groups(rewards: Tensor, atol: float = 0.0) -> Tensor:
         return torch.zeros(rewards.shape[0], dtype=torch.bool, device=rewards.device)
     spread = rewards.amax(dim=1) - rewards.amin(dim=1)
     return spread <= atol
-
-
-def solve_rates(solved: Tensor) -> Tensor:
-    """(P, G) bool, a member solved its prompt -> (P,) the fraction of each group that did."""
-    if solved.dim() != 2:
-        raise ValueError(f"solved must be (groups, G), got shape {tuple(solved.shape)}")
-    return solved.to(torch.float32).mean(dim=1)
 
 
 def in_band(solved: Tensor, band: Band) -> Tensor:
@@ -91,42 +83,34 @@ class DynamicSampling:
 
     def sampler(self, target_groups: int) -> DynamicSampler:
         """A fresh sampler for one step; the round cap is global across processes, so the rollout enforces it."""
-        return DynamicSampler(target_groups, max_rounds=0, band=self.band)
+        return DynamicSampler(target_groups, band=self.band)
 
 
 class DynamicSampler:
-    """Accumulates the groups worth training on across generation rounds of one training step.
+    """Accumulates the groups worth training on across the generation rounds of one training step.
 
-    Usage: `while not sampler.done: rewards = generate_and_score(); sampler.add(rewards)`, then train on
-    `sampler.kept_indices()`. Indices name groups in the order they were generated over all rounds (round 0 holds
-    0..P0−1, round 1 P0..P0+P1−1, ...), unless `add` is given explicit payload indices. `max_rounds` ≤ 0 means no
-    cap (DLER's `max_num_gen_batches` ≤ 0); late in training that can loop for long, so prefer a cap. With a solve-rate
-    `band`, `add` also needs each member's solved flag and keeps only groups inside the band.
+    Usage: `while not sampler.done: sampler.add(score_a_new_round())`, then train on `sampler.kept_indices()`.
+    Indices name groups in the order they were generated over all rounds (round 0 holds 0..P0−1, round 1
+    P0..P0+P1−1, ...). The cap on rounds is the rollout's (rollouts/collect.py): it is global across processes, and a
+    process that is done still takes part in every round. With a solve-rate `band`, `add` also needs each member's
+    solved flag and keeps only groups inside the band.
     """
 
-    def __init__(self, target_groups: int, max_rounds: int, *, atol: float = 0.0, band: Band | None = None) -> None:
+    def __init__(self, target_groups: int, *, atol: float = 0.0, band: Band | None = None) -> None:
         if target_groups < 1:
             raise ValueError(f"target_groups must be ≥ 1, got {target_groups}")
         self.target_groups = target_groups
-        self.max_rounds = max_rounds
         self.atol = atol
         self.band = band
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every round (start of a new training step)."""
-        self.rounds_used = 0
         self.num_seen = 0  # groups generated so far, over all rounds
         self.num_out_of_band = 0  # groups whose solve rate lay outside the band (dropped whatever else held)
         self._kept: list[int] = []
         self._dropped: list[int] = []
-        self._last_round: list[int] = []
 
     @property
     def done(self) -> bool:
-        """True once `target_groups` groups are kept or `max_rounds` rounds were used."""
-        capped = self.max_rounds > 0 and self.rounds_used >= self.max_rounds
-        return len(self._kept) >= self.target_groups or capped
+        """True once `target_groups` groups are kept."""
+        return len(self._kept) >= self.target_groups
 
     @property
     def num_kept(self) -> int:
@@ -138,25 +122,13 @@ class DynamicSampler:
         """Groups dropped so far, for any reason."""
         return len(self._dropped)
 
-    def add(
-        self,
-        batch_rewards: Tensor,
-        batch_payload_indices: Sequence[int] | Tensor | None = None,
-        keep: Tensor | None = None,
-        solved: Tensor | None = None,
-    ) -> Tensor:
+    def add(self, batch_rewards: Tensor, *, keep: Tensor | None = None, solved: Tensor | None = None) -> Tensor:
         """Record one round's (P, G) rewards; keep the groups with nonzero variance (and, when given, `keep[p]`
         True: a variant's stricter rule, e.g. S-GRPO's correct early exit; with a band, a solve rate of the (P, G)
         `solved` flags inside it). Returns the (P,) keep mask."""
         if self.done:
-            raise RuntimeError("DynamicSampler.add() after done; call reset() to start a new step")
+            raise RuntimeError("DynamicSampler.add() after done: a new step needs a new sampler")
         num_groups = batch_rewards.shape[0]
-        if batch_payload_indices is None:
-            indices = list(range(self.num_seen, self.num_seen + num_groups))
-        else:
-            indices = [int(i) for i in batch_payload_indices]
-            if len(indices) != num_groups:
-                raise ValueError(f"{len(indices)} payload indices for {num_groups} groups")
         varies = ~zero_variance_groups(batch_rewards, self.atol)
         keep = varies if keep is None else varies & keep.to(torch.bool)
         if self.band is not None:
@@ -165,10 +137,8 @@ class DynamicSampler:
             inside = in_band(solved, self.band)
             self.num_out_of_band += int((~inside).sum())
             keep = keep & inside
-        for i, k in zip(indices, keep.tolist()):
+        for i, k in enumerate(keep.tolist(), start=self.num_seen):
             (self._kept if k else self._dropped).append(i)
-        self._last_round = indices
-        self.rounds_used += 1
         self.num_seen += num_groups
         return keep
 
@@ -176,38 +146,9 @@ class DynamicSampler:
         """The groups to train on, in generation order.
 
         Exactly `target_groups` when reached (the earliest kept, as DLER's `batch[:train_batch_size]`); when the
-        round cap stops first, every kept group (fewer, possibly none). Zero-variance groups are never returned: as
-        fillers they would still count in the loss normaliser and the KL term (issue 13); the trainer trains on fewer.
+        rounds stop first, every kept group (fewer, possibly none). Zero-variance groups are never returned: as
+        fillers they would still count in the loss normaliser and the KL term (issue 13); the step trains on fewer.
         """
-        if self.rounds_used == 0:
+        if self.num_seen == 0:
             raise RuntimeError("DynamicSampler.kept_indices() before any add()")
         return self._kept[: self.target_groups]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain-Python state (for checkpoints)."""
-        return {
-            "target_groups": self.target_groups,
-            "max_rounds": self.max_rounds,
-            "atol": self.atol,
-            "rounds_used": self.rounds_used,
-            "num_seen": self.num_seen,
-            "band": None if self.band is None else list(self.band),
-            "num_out_of_band": self.num_out_of_band,
-            "kept": list(self._kept),
-            "dropped": list(self._dropped),
-            "last_round": list(self._last_round),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
-        self.target_groups = int(state["target_groups"])
-        self.max_rounds = int(state["max_rounds"])
-        self.atol = float(state["atol"])
-        self.rounds_used = int(state["rounds_used"])
-        self.num_seen = int(state["num_seen"])
-        band = state.get("band")
-        self.band = None if band is None else (float(band[0]), float(band[1]))
-        self.num_out_of_band = int(state.get("num_out_of_band", 0))
-        self._kept = [int(i) for i in state["kept"]]
-        self._dropped = [int(i) for i in state.get("dropped", [])]
-        self._last_round = [int(i) for i in state["last_round"]]

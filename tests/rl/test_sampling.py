@@ -1,13 +1,12 @@
-"""Dynamic sampling: zero-variance filter, the solve-rate band and the multi-round bookkeeping."""
+"""Dynamic sampling's decisions: zero-variance filter, the solve-rate band and the multi-round bookkeeping (the rounds
+themselves, refills and the round cap are tests/rl/test_fidelity.py's, through the trainer)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
-from rl.sampling import DynamicSampler, band_error, in_band, solve_rates, zero_variance_groups
+from rl.sampling import DynamicSampler, DynamicSampling, band_error, in_band, zero_variance_groups
 
 
 def test_zero_variance_groups() -> None:
@@ -23,61 +22,48 @@ FLAT = torch.tensor([[0.0, 0.0], [1.0, 1.0]])  # both dropped
 
 
 def test_sampler_reaches_target_over_rounds() -> None:
-    sampler = DynamicSampler(target_groups=3, max_rounds=5)
+    sampler = DynamicSampler(target_groups=3)
     # round 0 -> groups 0..3, keep 1 and 3; round 1 -> groups 4..7, keep 4, 5, 7
     keep = sampler.add(torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [1.0, 0.0]]))
     assert keep.tolist() == [False, True, False, True] and not sampler.done
     sampler.add(torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]))
-    assert sampler.done and sampler.rounds_used == 2 and sampler.num_kept == 5
+    assert sampler.done and sampler.num_seen == 8 and sampler.num_kept == 5 and sampler.num_dropped == 3
     assert sampler.kept_indices() == [1, 3, 4]  # exactly target_groups, the earliest kept
     with pytest.raises(RuntimeError, match="done"):
         sampler.add(MIXED)
 
 
-def test_sampler_cap_returns_fewer() -> None:
-    sampler = DynamicSampler(target_groups=5, max_rounds=2)
+def test_sampler_stopped_early_returns_fewer() -> None:
+    """The rollout's round cap stops the rounds: the step trains on what was kept, never on zero-variance groups."""
+    sampler = DynamicSampler(target_groups=5)
     sampler.add(MIXED)
-    assert not sampler.done
     sampler.add(MIXED)
-    assert sampler.done and sampler.rounds_used == 2
-    assert sampler.kept_indices() == [0, 2]  # fewer, never topped up with zero-variance groups
+    assert not sampler.done and sampler.kept_indices() == [0, 2]
 
 
 def test_sampler_keeps_nothing_when_nothing_varies() -> None:
-    sampler = DynamicSampler(target_groups=3, max_rounds=2)
-    sampler.add(torch.zeros(4, 2))
-    sampler.add(torch.ones(4, 2))
-    assert sampler.done and sampler.num_kept == 0
-    assert sampler.kept_indices() == []  # no zero-variance fallback (issue 13): the trainer trains on nothing
-
-
-def test_sampler_payload_indices_and_unlimited_rounds() -> None:
-    sampler = DynamicSampler(target_groups=2, max_rounds=0)  # ≤ 0: no cap
+    sampler = DynamicSampler(target_groups=3)
     for _ in range(10):
-        sampler.add(FLAT, [100, 101])
-    assert not sampler.done and sampler.rounds_used == 10
-    sampler.add(MIXED, torch.tensor([7, 8]))
-    sampler.add(MIXED, [9, 10])
-    assert sampler.done and sampler.kept_indices() == [7, 9]
-    with pytest.raises(ValueError, match="payload"):
-        DynamicSampler(2, 2).add(MIXED, [1])
+        sampler.add(torch.zeros(4, 2))
+        sampler.add(torch.ones(4, 2))
+    assert not sampler.done and sampler.num_kept == 0
+    assert sampler.kept_indices() == []  # no zero-variance fallback (issue 13): the step trains on nothing
 
 
-def test_sampler_state_dict_round_trip_and_reset() -> None:
-    sampler = DynamicSampler(target_groups=3, max_rounds=4)
-    sampler.add(MIXED)
-    state = json.loads(json.dumps(sampler.state_dict()))  # plain Python: checkpoint-safe
-    restored = DynamicSampler(target_groups=1, max_rounds=1)
-    restored.load_state_dict(state)
-    assert restored.state_dict() == sampler.state_dict()
-    restored.add(MIXED)
-    assert restored.kept_indices() == [0, 2] and restored.rounds_used == 2 and not restored.done
-    restored.reset()
-    assert restored.rounds_used == 0 and restored.num_kept == 0
+def test_sampler_rules_keep_and_errors() -> None:
+    sampler = DynamicSampler(target_groups=2)
+    keep = sampler.add(MIXED, keep=torch.tensor([False, True]))  # a variant's stricter rule on top of the variance
+    assert keep.tolist() == [False, False] and sampler.num_dropped == 2
     with pytest.raises(RuntimeError, match="before any add"):
-        restored.kept_indices()
+        DynamicSampler(target_groups=1).kept_indices()
     with pytest.raises(ValueError, match="target_groups"):
-        DynamicSampler(target_groups=0, max_rounds=1)
+        DynamicSampler(target_groups=0)
+
+
+def test_dynamic_sampling_gives_a_fresh_sampler_per_step() -> None:
+    sampling = DynamicSampling(max_rounds=4, column="correctness", band=(0.25, 0.5))
+    first, second = sampling.sampler(2), sampling.sampler(2)
+    assert first is not second and first.target_groups == 2 and first.band == (0.25, 0.5)
 
 
 # ---- solve-rate band -------------------------------------------------------------------------------------------------
@@ -103,7 +89,6 @@ def test_in_band_keeps_solve_rates_inside_both_ends(g: int, band: tuple[float, f
     counts = list(range(g + 1))
     inside = in_band(_solved(counts, g), band)
     assert [k for k, flag in zip(counts, inside.tolist()) if flag] == kept_counts
-    assert solve_rates(_solved([0, 1, g], g)).tolist() == pytest.approx([0.0, 1 / g, 1.0])
 
 
 @pytest.mark.parametrize(
@@ -128,7 +113,7 @@ def test_band_error(band: list[float], g: int, fragment: str | None) -> None:
 
 def test_sampler_keeps_only_varying_groups_inside_the_band() -> None:
     """Rewards and solved flags as DLER's filter gives them (correctness 0/1): G = 4, band [0.25, 0.5]."""
-    sampler = DynamicSampler(target_groups=3, max_rounds=0, band=(0.25, 0.5))
+    sampler = DynamicSampler(target_groups=3, band=(0.25, 0.5))
     counts = [0, 1, 2, 3, 4]
     solved = _solved(counts, 4)
     keep = sampler.add(solved.float(), solved=solved)
@@ -140,12 +125,8 @@ def test_sampler_keeps_only_varying_groups_inside_the_band() -> None:
     assert keep.tolist() == [False, False, True]
     assert sampler.done and sampler.kept_indices() == [1, 2, 7]
     assert (sampler.num_seen, sampler.num_kept, sampler.num_out_of_band) == (8, 3, 5)
-    state = json.loads(json.dumps(sampler.state_dict()))
-    restored = DynamicSampler(1, 1)
-    restored.load_state_dict(state)
-    assert restored.band == (0.25, 0.5) and restored.state_dict() == sampler.state_dict()
     with pytest.raises(ValueError, match="solved flags"):
-        DynamicSampler(1, 0, band=(0.2, 0.8)).add(MIXED)
+        DynamicSampler(1, band=(0.2, 0.8)).add(MIXED)
 
 
 def test_band_decisions_do_not_depend_on_how_groups_are_split() -> None:
