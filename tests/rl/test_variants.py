@@ -143,6 +143,20 @@ def test_curriculum_budget_follows_the_schedule_in_prompt_and_cap(tiny_model_pat
         assert list(trainer._logs["rewards"]["budget_triangular"])[-2 * G :] == pytest.approx(expected)
 
 
+def test_curriculum_reward_reads_the_budget_its_prompt_states(tiny_model_path: str, tmp_path: Path) -> None:
+    """One budget object per run: a `rewards:` entry naming a schedule of its own (a constant 100 here) still scores
+    against the B(t) the prompt states, which it reads from the row's `budget` column."""
+    schedule = {"type": "stepwise_exponential", "start": 8, "end": 4, "total_steps": 2, "n_drops": 1}
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", problems(8)), "template": "budget"}
+    rewards = [{"name": "budget_triangular", "params": {"schedule": 100}}]
+    variant = {"name": "curriculum_budget", "schedule": schedule}
+    trainer = build(tiny_model_path, tmp_path, variant, rewards=rewards, data=data, max_completion_length=32, beta=0)
+    out = trainer._generate_and_score_completions(inputs(problems(2), G, template="budget"))
+    assert "use exactly 8 tokens" in _decode(trainer, out, 0)
+    expected = [max(0.0, 1 - abs(n - 8) / 8) for n in out["completion_mask"].sum(dim=1).tolist()]
+    assert list(trainer._logs["rewards"]["budget_triangular"])[-2 * G :] == pytest.approx(expected)
+
+
 def test_ulorl_carries_unfinished_samples_and_masks_mastered_tokens(tiny_model_path: str, tmp_path: Path) -> None:
     variant = {"name": "ulorl", "segment_length": 4, "max_total_tokens": 8, "dynamic_sampling": False}
     rewards = [ours("correctness"), ours("Probe", weight=0.0)]
