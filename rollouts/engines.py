@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from rollouts.types import Engine
+from rollouts.types import HF_MODES, Engine
+
+__all__ = ["ENGINES", "HF_MODES", "make_engine", "resolve_engine_name", "vllm_available"]
 
 ENGINES = ("auto", "transformers", "vllm")
-HF_MODES = ("auto", "dynamic", "static", "compiled")  # the transformers engine's modes (hf_engine.py)
 
 
 def vllm_available() -> bool:

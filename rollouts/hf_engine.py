@@ -56,8 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from rollouts.decode_attention import ragged_decode_attention, triton_available
-from rollouts.engines import HF_MODES
-from rollouts.types import Completion, Request, SamplingParams
+from rollouts.types import HF_MODES, Completion, Request, SamplingParams
 
 logger = logging.getLogger(__name__)
 

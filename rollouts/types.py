@@ -14,6 +14,8 @@ import torch
 
 FinishReason = Literal["stop", "length"]
 
+HF_MODES = ("auto", "dynamic", "static", "compiled")  # the transformers engine's modes (rollouts/hf_engine.py)
+
 
 def finish_reason(completion_ids: Sequence[int], eos_token_ids: Iterable[int], max_tokens: int) -> FinishReason:
     """The finish reason: "length" iff the completion hit `max_tokens` without ending in an EOS id, else "stop".
