@@ -80,7 +80,7 @@ def trl_completions(processing_class: Any, prompts: Sequence[Any], samples: Sequ
     messages, through the tokenizer's response parser where it has one (tests/rl/test_trl_contract.py pins this)."""
     ids = [s.completion_ids for s in samples]
     if not is_conversational({"prompt": prompts[0]}):
-        return processing_class.batch_decode(ids, skip_special_tokens=True)
+        return list(processing_class.batch_decode(ids, skip_special_tokens=True))
     tok = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class  # as TRL
     if getattr(tok, "response_template", None) is not None or getattr(tok, "response_schema", None) is not None:
         return [[parse_response(tok, c, prefix=s.prompt_ids, tools=tools)] for c, s in zip(ids, samples)]

@@ -9,7 +9,7 @@ triangular reward reaches 0 (the generation cap of `cap_generation`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rollouts.templates import BUDGET_SLOT
 
@@ -21,7 +21,7 @@ class StepBudget:
     """B(t) from a `rewards.schedules` schedule (any callable step -> tokens)."""
 
     schedule: Any
-    columns = (BUDGET_COLUMN,)  # what the hook adds to a row
+    columns: ClassVar[tuple[str, ...]] = (BUDGET_COLUMN,)  # what the hook adds to a row
 
     def at(self, step: int) -> int:
         return int(self.schedule(step))

@@ -161,8 +161,10 @@ class SerialExitRollout:
     plain = False
 
     def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource:
-        kwargs = {"num_exits": self.num_exits, "answer_max_tokens": self.answer_max_tokens, "inducer": self.inducer}
-        strategy = SerialExitStrategy(engine, setup.tokenizer, setup.params, seed=setup.seed, **kwargs)
+        strategy = SerialExitStrategy(
+            engine, setup.tokenizer, setup.params, seed=setup.seed, num_exits=self.num_exits,
+            answer_max_tokens=self.answer_max_tokens, inducer=self.inducer,
+        )  # fmt: skip
         return PerCallSource(strategy, setup)
 
     def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]:

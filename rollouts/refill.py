@@ -22,7 +22,7 @@ class RefillOrder:
         """n row indices in [0, size) for this process (n·world drawn from the shared order)."""
         if size < 1:
             raise ValueError("refilling needs a non-empty train_dataset")
-        picked = []
+        picked: list[int] = []
         while len(picked) < n * world:
             if self.pos >= len(self.order):
                 self.order = list(range(size))

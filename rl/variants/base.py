@@ -34,7 +34,10 @@ GroupTransform = Callable[[GroupBatch], tuple[torch.Tensor, dict[str, float]]]
 class RolloutSpec(Protocol):
     """How a variant's groups are generated (rollouts/groups.py: standard, serial exits, segments)."""
 
-    plain: bool  # TRL's own generation samples the same groups (`rollout.engine: trl` can run it)
+    @property
+    def plain(self) -> bool:
+        """TRL's own generation samples the same groups (`rollout.engine: trl` can run it)."""
+        ...
 
     def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource: ...
 
@@ -44,7 +47,10 @@ class RolloutSpec(Protocol):
 class PromptHook(Protocol):
     """Rewrites a dataset row before its prompt is encoded, at the trainer's step (curriculum: B(t) in the prompt)."""
 
-    columns: tuple[str, ...]  # the columns it adds to a row (rewards may read them)
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns it adds to a row (rewards may read them)."""
+        ...
 
     def __call__(self, row: dict[str, Any], step: int) -> dict[str, Any]: ...
 

@@ -11,11 +11,15 @@ reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rl.variants.base import Plan, Variant, reward
 from rollouts.budget import StepBudget
 from rollouts.groups import StandardRollout
+
+if TYPE_CHECKING:
+    from rewards.schedules import Schedule
+    from rl.config import ExperimentConfig
 
 
 @dataclass
@@ -38,7 +42,7 @@ class Spec:
     cap_generation: bool = False  # also cap max_tokens at 2·B(t); the paper keeps a fixed cap (2·B_0)
 
 
-def _schedule(spec: Spec):
+def _schedule(spec: Spec) -> Schedule:
     from rewards.schedules import make_schedule
 
     return make_schedule(dict(spec.schedule))
@@ -49,7 +53,7 @@ def _plan(spec: Spec) -> Plan:
     return Plan(rollout=StandardRollout(cap=budget.cap if spec.cap_generation else None), prompt=budget)
 
 
-def _check(config) -> None:
+def _check(config: ExperimentConfig) -> None:
     from rl.config import ConfigError
 
     spec = config.variant

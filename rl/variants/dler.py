@@ -13,10 +13,16 @@ the varying groups it has and logs it. KL: veRL's `low_var_kl` is plain k3 (clam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rl.advantages import BatchWhitened
 from rl.sampling import DynamicSampling
 from rl.variants.base import GroupBatch, Plan, Variant, band, reward
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from rl.config import ExperimentConfig
 
 
 @dataclass
@@ -38,7 +44,7 @@ def _plan(spec: Spec) -> Plan:
     transform = None
     if spec.difficulty_aware:
 
-        def transform(batch: GroupBatch):
+        def transform(batch: GroupBatch) -> tuple[Tensor, dict[str, float]]:
             from rl.group_transforms import difficulty_aware_truncation
 
             return difficulty_aware_truncation(
@@ -59,7 +65,7 @@ def _plan(spec: Spec) -> Plan:
     )
 
 
-def _check(config) -> None:
+def _check(config: ExperimentConfig) -> None:
     from rl.config import ConfigError
 
     spec, grpo = config.variant, config.grpo

@@ -4,8 +4,12 @@ rise-then-fall length reward (methods.md §6). A dataset without an answer colum
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rl.variants.base import Plan, Variant, reward
+
+if TYPE_CHECKING:
+    from rl.config import ExperimentConfig
 
 
 @dataclass
@@ -17,7 +21,7 @@ class Spec:
     length_weight: float = 1.0
 
 
-def _check(config) -> None:
+def _check(config: ExperimentConfig) -> None:
     from rl.config import ConfigError
 
     spec = config.variant

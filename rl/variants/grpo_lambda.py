@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rl.variants.base import GroupBatch, Plan, Variant, reward
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from rl.config import ExperimentConfig
 
 
 @dataclass
@@ -27,7 +32,7 @@ class Spec:
 def _plan(spec: Spec) -> Plan:
     rng = random.Random(spec.seed)
 
-    def transform(batch: GroupBatch):
+    def transform(batch: GroupBatch) -> tuple[Tensor, dict[str, float]]:
         from rl.group_transforms import grpo_lambda_rewards
 
         return grpo_lambda_rewards(
@@ -37,7 +42,7 @@ def _plan(spec: Spec) -> Plan:
     return Plan(group_transform=transform, rng=rng)
 
 
-def _check(config) -> None:
+def _check(config: ExperimentConfig) -> None:
     from rl.config import ConfigError
 
     if not 0.0 < config.variant.lam <= 1.0:

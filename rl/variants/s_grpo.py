@@ -13,11 +13,17 @@ ratio; brevity refills on demand instead of generating an over-sized batch up fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rl.advantages import mean_only
 from rl.sampling import DynamicSampling
 from rl.variants.base import GroupBatch, Plan, Variant, band, reward
 from rollouts.groups import SerialExitRollout
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from rl.config import ExperimentConfig
 
 INDUCER = "Time is limited, stop thinking and start answering.\n</think>\n\n"
 
@@ -34,13 +40,13 @@ class Spec:
     solve_rate_band: list[float] | None = None  # [low, high]: keep serial groups solved that often (not in the paper)
 
 
-def _decay(batch: GroupBatch):
+def _decay(batch: GroupBatch) -> tuple[Tensor, dict[str, float]]:
     from rl.group_transforms import serial_decay_rewards
 
     return serial_decay_rewards(batch.correct)
 
 
-def _exit_correct(scores):  # noqa: ANN001, ANN202
+def _exit_correct(scores: Tensor) -> Tensor:
     """(P, G) decayed rewards, exits first and the full trace last -> (P,) True where an exit answered correctly."""
     return (scores[:, :-1] > 0).any(dim=1)
 
@@ -56,7 +62,7 @@ def _plan(s: Spec) -> Plan:
     )
 
 
-def _check(config) -> None:
+def _check(config: ExperimentConfig) -> None:
     from rl.config import ConfigError
 
     if config.grpo.scale_rewards != "none":

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rl.losses import Dmmpt
 from rl.sampling import DynamicSampling
 from rl.variants.base import Plan, Variant, band, reward
 from rollouts.groups import SegmentRollout
+
+if TYPE_CHECKING:
+    from rl.config import ExperimentConfig
 
 
 @dataclass
@@ -23,7 +27,16 @@ class Spec:
     answer_format: str = "boxed"
 
 
-def _check(config) -> None:
+def _plan(s: Spec) -> Plan:
+    sampling = DynamicSampling(s.max_resample_rounds, band=band(s.solve_rate_band))
+    return Plan(
+        rollout=SegmentRollout(s.segment_length, s.max_total_tokens),
+        sample_filter=sampling if s.dynamic_sampling else None,
+        token_mask=Dmmpt(s.dmmpt_tau, s.dmmpt_sigma),
+    )
+
+
+def _check(config: ExperimentConfig) -> None:
     from rl.config import ConfigError
 
     spec = config.variant
@@ -51,12 +64,6 @@ VARIANT = Variant(
         "num_generations": 8,
         "max_completion_length": s.segment_length,
     },
-    plan=lambda s: Plan(
-        rollout=SegmentRollout(s.segment_length, s.max_total_tokens),
-        sample_filter=DynamicSampling(s.max_resample_rounds, band=band(s.solve_rate_band))
-        if s.dynamic_sampling
-        else None,
-        token_mask=Dmmpt(s.dmmpt_tau, s.dmmpt_sigma),
-    ),
+    plan=_plan,
     check=_check,
 )
