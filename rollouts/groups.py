@@ -62,6 +62,23 @@ class GroupSource(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class RolloutSpec(Protocol):
+    """How a variant's groups are generated: `StandardRollout`, `SerialExitRollout`, `SegmentRollout` below."""
+
+    @property
+    def plain(self) -> bool:
+        """TRL's own generation samples the same groups (`rollout.engine: trl` can run it)."""
+        ...
+
+    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource:
+        """The group source, once the engine exists."""
+        ...
+
+    def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]:
+        """The most tokens a sample generates after its prompt, and the YAML key that sets it."""
+        ...
+
+
 class PerCallSource:
     """Standard groups or serial exits: every prompt's group comes back in the call that brought it.
 

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
 from rollouts.comm import Comm
-from rollouts.groups import Group, GroupSource, RolloutSetup, Row
+from rollouts.groups import Group, GroupSource, RolloutSetup, RolloutSpec, Row
 from rollouts.types import Engine, Sample
-
-
-class RolloutSpec(Protocol):
-    """A variant's rollout (rollouts/groups.py: standard, serial exits, segments)."""
-
-    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource: ...
 
 
 class GroupRollout:

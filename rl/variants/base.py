@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from rl.sampling import DynamicSampling
-from rollouts.groups import GroupSource, RolloutSetup, StandardRollout
-from rollouts.types import Engine
+from rollouts.groups import RolloutSpec, StandardRollout
 
 if TYPE_CHECKING:
     from rl.config import ExperimentConfig, RewardSpec
@@ -29,19 +28,6 @@ class GroupBatch:
 
 
 GroupTransform = Callable[[GroupBatch], tuple[torch.Tensor, dict[str, float]]]
-
-
-class RolloutSpec(Protocol):
-    """How a variant's groups are generated (rollouts/groups.py: standard, serial exits, segments)."""
-
-    @property
-    def plain(self) -> bool:
-        """TRL's own generation samples the same groups (`rollout.engine: trl` can run it)."""
-        ...
-
-    def build(self, engine: Engine, setup: RolloutSetup) -> GroupSource: ...
-
-    def generated_tokens(self, max_completion_length: int, tokenizer: Any) -> tuple[str, int]: ...
 
 
 class PromptHook(Protocol):
