@@ -4,30 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-import torch
 
 import rollouts.engines
 from eval.overthinking import first_correct_tokens
 from eval.run import EvalConfig, evaluate, main
 from rollouts.types import Completion
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One OpenMP thread: two on 2 shared cores run many times slower when other jobs are busy."""
-    threads, env = torch.get_num_threads(), os.environ.get("BREVITY_THREADS")
-    torch.set_num_threads(1)
-    os.environ["BREVITY_THREADS"] = "1"
-    yield
-    torch.set_num_threads(threads)
-    if env is None:
-        os.environ.pop("BREVITY_THREADS", None)
-    else:
-        os.environ["BREVITY_THREADS"] = env
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
 
 
 def _strict(path: Path) -> dict:
