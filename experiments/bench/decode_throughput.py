@@ -193,6 +193,16 @@ def paged_config(args: argparse.Namespace) -> Any:
     return ContinuousBatchingConfig(**kwargs)
 
 
+class PagedDeadline(TimeoutError):
+    """The paged arm missed `--arm-budget-s`: what it finished bounds its throughput from above."""
+
+    def __init__(self, finished: int, total: int, finished_tokens: int, new_tokens: int, elapsed_s: float) -> None:
+        super().__init__(f"paged: {finished}/{total} requests finished by the --arm-budget-s deadline")
+        # every unfinished request had generated fewer than new_tokens tokens when time ran out
+        bound = (finished_tokens + (total - finished) * (new_tokens - 1)) / elapsed_s
+        self.fields = {"elapsed_s": elapsed_s, "finished_requests": finished, "tokens_per_s_upper_bound": bound}
+
+
 def run_paged(model: Any, ids: list[list[int]], new_tokens: int, cb_config: Any, deadline: float | None = None) -> int:
     """TRL 1.16's `use_transformers_paged` path: `generate_batch`; raises if a request failed or went missing
     (generate_batch only logs those). With a `deadline` (time.perf_counter() value, from `--arm-budget-s`) it runs
@@ -211,14 +221,14 @@ def run_paged(model: Any, ids: list[list[int]], new_tokens: int, cb_config: Any,
     from transformers.generation.continuous_batching.utils import WorkloadHints
 
     hints = WorkloadHints(max_prompt_length=max(map(len, ids)), max_generated_length=new_tokens, num_requests=len(ids))
-    tokens, done = 0, set()
+    tokens, done, start = 0, set(), time.perf_counter()
     with model.continuous_batching_context_manager(
         generation_config=gen, continuous_batching_config=cb_config, block=True, timeout=5, workload_hints=hints
     ) as manager:
         pending = set(manager.add_requests(inputs=ids, max_new_tokens=new_tokens))
         while pending:
             if time.perf_counter() > deadline:
-                raise TimeoutError(f"paged: {len(done)}/{len(ids)} requests finished by the --arm-budget-s deadline")
+                raise PagedDeadline(len(done), len(ids), tokens, new_tokens, time.perf_counter() - start)
             res = manager.get_result(timeout=1)
             if res is None:
                 if not manager.is_running():
@@ -324,23 +334,24 @@ def bench_arm(
             _error_row(report, name, arm, batch, new_tokens, exc)
         return
     cb_config = paged_config(args) if arm == "paged" else None
+    budget = args.paged_budget_s if arm == "paged" and args.paged_budget_s else args.arm_budget_s
     arm_start, per_token_s, batch_done = time.perf_counter(), None, False  # the first shape always runs
     for batch, new_tokens in shapes:
         ids = prompts(batch, args.prompt_len, model.config.vocab_size)
         row: dict[str, Any] = {"model": name, "weights": weights, "arm": arm, "mode": arm, "batch": batch,
                                "new_tokens": new_tokens}  # fmt: skip
-        if args.arm_budget_s and batch_done:
+        if budget and batch_done:
             spent = time.perf_counter() - arm_start
             estimate = per_token_s * batch * new_tokens * (2 if arm in ENGINE_ARMS else 1) if per_token_s else 0.0
-            if spent > args.arm_budget_s or (per_token_s and spent + estimate > args.arm_budget_s):
-                row["skipped"] = f"--arm-budget-s {args.arm_budget_s:.0f}: {spent:.0f} s spent + ~{estimate:.0f} s"
+            if spent > budget or (per_token_s and spent + estimate > budget):
+                row["skipped"] = f"--arm-budget-s {budget:.0f}: {spent:.0f} s spent + ~{estimate:.0f} s"
                 report["results"].append(row)
                 _save(report, args.out)
                 print(f"[bench] {name} {arm} {batch}x{new_tokens} skipped ({row['skipped']})", file=sys.stderr)
                 continue
         batch_done = True
         try:
-            deadline = arm_start + args.arm_budget_s if args.arm_budget_s else None
+            deadline = arm_start + budget if budget else None
             warm, run = _calls(model, engine, arm, ids, new_tokens, cb_config, args, deadline)
             first = [timed(w, args.device)[0] for w in warm]
             graphs = _dynamo_graphs()
@@ -418,6 +429,7 @@ def _error_row(report: dict[str, Any], name: str, arm: str, batch: int, new_toke
     report["results"].append({
         "model": name, "arm": arm, "mode": arm, "batch": batch, "new_tokens": new_tokens,
         "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc(limit=-6)[-4000:],
+        **getattr(exc, "fields", {}),
     })  # fmt: skip
     print(f"[bench] {name} {arm} {batch}x{new_tokens} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
@@ -505,6 +517,9 @@ def main() -> None:
         "paged also stops inside a call at the arm's deadline (an error row)",
     )  # fmt: skip
     parser.add_argument("--check", action="store_true", help="first check that static and dynamic modes agree")
+    parser.add_argument(
+        "--paged-budget-s", type=float, default=None, help="the paged arm's own --arm-budget-s (default: the same)"
+    )
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of each timed run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 # The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
 # On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
 # Jobs: attention serial64 serial128 serial128x16 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
-#       stockarms stockdecode stocksteps stockshapes (issue 15: the stock transformers/TRL arms; see README.md) memory
+#       stockarms stockdecode stocksteps stockshapes_smollm2 stockshapes_qwen serial256 serial512 (issue 15: the stock transformers/TRL arms; see README.md) memory
 set -u
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
@@ -41,10 +41,16 @@ for job in "$@"; do
         --steps 1 --arm-budget-s 30 --out "$OUT/${job}_step_time.json" ;;
     stockdecode) python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x512 \
       --modes compiled hf_compiled paged stock hf_static --arm-budget-s 60 --out "$OUT/$job.json" ;;
-    stocksteps) python3 $B/step_time.py --variants stock stock_static_compile stock_paged stock_static grpo s_grpo \
-      --steps 3 --arm-budget-s 60 --out "$OUT/$job.json" ;;
-    stockshapes) python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b \
-      --shapes 64x512 1024x2048 --modes compiled hf_compiled paged --arm-budget-s 120 --out "$OUT/$job.json" ;;
+    stocksteps) timeout 560 python3 $B/step_time.py --variants stock stock_static_compile stock_paged stock_static grpo s_grpo \
+      grpo_lambda dler curriculum_budget ulorl format_length --steps 3 --arm-budget-s 60 --out "$OUT/$job.json" ;;
+    # the other shapes of issue 15 item 1, one model per job so each fits a device command (paged gets 60 s per model:
+    # its error row then bounds its tokens/s from above)
+    stockshapes_smollm2|stockshapes_qwen) model=smollm2-135m-instruct; [ $job = stockshapes_qwen ] && model=qwen2.5-1.5b
+      timeout 540 python3 $B/decode_throughput.py --models $model --shapes 64x512 1024x512 64x2048 256x2048 1024x2048 \
+        --modes compiled paged hf_compiled --arm-budget-s 200 --paged-budget-s 60 --out "$OUT/$job.json" ;;
+    # S-GRPO at 512/128 with more prompts per engine call (the trace call is latency-bound at 128 rows)
+    serial256|serial512) n=${job#serial}; python3 $B/serial_exits.py --prompts $n --max-batch-size $(( n * 9 )) \
+      --arms parallel serial --repeats 2 --phases --out "$OUT/$job.json" ;;
     # issue 15 item 4: 1,000 engine calls, S-GRPO's trace/exits pair alternating with a refill every 9th call (a third
     # batch bucket: one workspace evicted and rebuilt each time), weights synced every 2 calls
     memory) python3 $B/engine_memory.py --calls 1000 --shapes 128x64 1024x16 128x64 1024x16 128x64 1024x16 128x64 \
