@@ -41,13 +41,15 @@ for job in "$@"; do
         --steps 1 --arm-budget-s 30 --out "$OUT/${job}_step_time.json" ;;
     stockdecode) python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x512 \
       --modes compiled hf_compiled paged stock hf_static --arm-budget-s 60 --out "$OUT/$job.json" ;;
-    stocksteps) timeout 560 python3 $B/step_time.py --variants stock stock_static_compile stock_paged stock_static grpo s_grpo \
+    stocksteps) timeout 500 python3 $B/step_time.py --variants stock stock_static_compile stock_paged stock_static grpo s_grpo \
       grpo_lambda dler curriculum_budget ulorl format_length --steps 3 --arm-budget-s 60 --out "$OUT/$job.json" ;;
     # the other shapes of issue 15 item 1, one model per job so each fits a device command (paged gets 60 s per model:
     # its error row then bounds its tokens/s from above)
-    stockshapes_smollm2|stockshapes_qwen) model=smollm2-135m-instruct; [ $job = stockshapes_qwen ] && model=qwen2.5-1.5b
-      timeout 540 python3 $B/decode_throughput.py --models $model --shapes 64x512 1024x512 64x2048 256x2048 1024x2048 \
-        --modes compiled paged hf_compiled --arm-budget-s 200 --paged-budget-s 60 --out "$OUT/$job.json" ;;
+    # (256x512 is stockarms'; 1024x2048 only for SmolLM2: the 1.5B's static cache alone would be ~62 GB)
+    stockshapes_smollm2|stockshapes_qwen) model=smollm2-135m-instruct; shapes="64x512 1024x512 256x2048 1024x2048"
+      [ $job = stockshapes_qwen ] && model=qwen2.5-1.5b && shapes="64x512 1024x512 256x2048"
+      timeout 330 python3 $B/decode_throughput.py --models $model --shapes $shapes \
+        --modes compiled paged hf_compiled --arm-budget-s 120 --paged-budget-s 45 --out "$OUT/$job.json" ;;
     # S-GRPO at 512/128 with more prompts per engine call (the trace call is latency-bound at 128 rows)
     serial256|serial512) n=${job#serial}; python3 $B/serial_exits.py --prompts $n --max-batch-size $(( n * 9 )) \
       --arms parallel serial --repeats 2 --phases --out "$OUT/$job.json" ;;
