@@ -2,7 +2,8 @@
 
 A transformers engine decodes with the live policy, or under ZeRO-3/FSDP2 (each rank holds a shard of every weight)
 with a whole copy on the rank's device that gets the gathered weights once per optimizer step (rl/weight_sync.py); a
-vLLM engine holds weights of its own and gets them the same way.
+vLLM engine holds weights of its own and gets them the same way; TRL's vLLM (`use_vllm: true`) gets them from TRL's
+own sync, which the engine calls.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class EngineHost:
     def sync(self) -> None:
         """Weights into an engine that holds its own, once per optimizer step, gathered one tensor at a time (a
         collective: every rank gets here together); an engine on the live policy needs nothing."""
+        if hasattr(self.engine, "sync_weights"):  # TRL's vLLM (rollouts/trl_vllm.py): TRL moves the weights
+            self.engine.sync_weights()
+            return
         live = self.live()
         if getattr(self.engine, "model", None) is live or self.synced_step == self.step():
             return

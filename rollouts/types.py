@@ -93,8 +93,9 @@ class Sample:
     """One training sample produced by a strategy: a prompt's completion with its masks and extras.
 
     `loss_mask[i]` is 0 for tokens the policy did not sample (an inserted inducer) and 1 otherwise. `logprobs`: the
-    behaviour log-probs of TRL's own vLLM generation (`rollout.engine: trl`), for TRL's importance-sampling correction;
-    brevity's strategies keep none.
+    behaviour log-probs of a vLLM generation, for TRL's importance-sampling correction (`use_vllm` with
+    `vllm_importance_sampling_correction`): TRL's own (`rollout.engine: trl`) or brevity's strategies on TRL's vLLM,
+    which ask for them in `SamplingParams.logprobs` and put NaN on inserted tokens (TRL reads NaN as "no correction").
     `extras` holds strategy metadata (`exit_rank`, `exit_position`, `segment_ids`, ...).
     """
 

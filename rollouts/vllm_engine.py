@@ -175,10 +175,23 @@ class VLLMEngine(_VLLMBase):
             kwargs["max_model_len"] = max_model_len
         if gpu_memory_utilization is not None:  # on CPU the KV cache size comes from VLLM_CPU_KVCACHE_SPACE
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        self.llm = LLM(**kwargs)
-        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        generation_config = self.llm.llm_engine.model_config.try_get_generation_config() or {}
-        self.eos_token_ids = _eos_ids(self.llm.get_tokenizer().eos_token_id, generation_config.get("eos_token_id"))
+        self._attach(LLM(**kwargs), {})
+
+    @classmethod
+    def from_llm(cls, llm: Any, extra_params: dict[str, Any] | None = None) -> VLLMEngine:
+        """An engine on a `vllm.LLM` built elsewhere (TRL's colocated one, rollouts/trl_vllm.py); `extra_params` go
+        into every request's vLLM SamplingParams (e.g. TRL's `min_p`, `repetition_penalty`, `generation_kwargs`).
+        Its weights are synced by whoever built it: `load_weights` needs this class's own worker extension."""
+        engine = cls.__new__(cls)
+        engine.on_cpu = not torch.cuda.is_available()
+        engine._attach(llm, dict(extra_params or {}))
+        return engine
+
+    def _attach(self, llm: Any, extra_params: dict[str, Any]) -> None:
+        self.llm, self.extra_params = llm, extra_params
+        self.max_model_len = llm.llm_engine.model_config.max_model_len
+        generation_config = llm.llm_engine.model_config.try_get_generation_config() or {}
+        self.eos_token_ids = _eos_ids(llm.get_tokenizer().eos_token_id, generation_config.get("eos_token_id"))
 
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
         """`requests[i]` -> `params.n` completions of new tokens only (the prefix is not repeated)."""
@@ -199,6 +212,7 @@ class VLLMEngine(_VLLMBase):
                 seed=self._seed(r.params),
                 logprobs=0 if r.params.logprobs else None,  # 0: the sampled token's log-prob only
                 detokenize=False,
+                **self.extra_params,
             )
             for r in requests
         ]
@@ -261,11 +275,15 @@ class VLLMServerEngine(_VLLMBase):
         model_path: str | None = None,
         connection_timeout: float = 0.0,
         max_concurrent_requests: int = 64,
+        client: Any = None,
+        extra_params: dict[str, Any] | None = None,
     ) -> None:
         from transformers import AutoTokenizer, GenerationConfig
         from trl.generation.vllm_client import VLLMClient
 
-        self.client = VLLMClient(base_url=base_url, connection_timeout=connection_timeout)
+        # `client`: one built elsewhere (TRL's, rollouts/trl_vllm.py); `extra_params` go into every request's body
+        self.client = client or VLLMClient(base_url=base_url, connection_timeout=connection_timeout)
+        self.extra_params = dict(extra_params or {})
         info = self.client.get_server_info()
         self.on_cpu = info["device_config"]["device"] == "cpu"
         self.max_model_len = int(info["model_config"]["max_model_len"])
@@ -297,6 +315,7 @@ class VLLMServerEngine(_VLLMBase):
             "logprobs": 0 if params.logprobs else None,
             "return_token_ids": True,
             "return_tokens_as_token_ids": True,
+            **self.extra_params,
         }
         response = self.client.session.post(f"{self.client.base_url}/v1/completions", json=payload)
         if response.status_code != 200:

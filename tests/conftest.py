@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,4 +50,32 @@ def tiny_model_path(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory)
     for name in TOKENIZER_FILES:
         if (Path(smollm2_path) / name).is_file():
             shutil.copy(Path(smollm2_path) / name, out / name)
+    return str(out)
+
+
+def redraw_weights(model: Any, seed: int, std: float = 0.2) -> None:
+    """Re-draw all non-norm weights. The std-0.02 init gives near-uniform logits whose greedy output repeats one token,
+    which would make continuation and weight-update checks vacuous; std 0.2 gives varied greedy output."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+@pytest.fixture(scope="session")
+def peaked_model_path(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny Qwen2 with std-0.2 weights (`redraw_weights`), saved with its tokenizer: for vLLM checks."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-peaked")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    redraw_weights(model, seed=0)
+    model.save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        if (Path(tiny_model_path) / name).is_file():
+            shutil.copy(Path(tiny_model_path) / name, out / name)
     return str(out)

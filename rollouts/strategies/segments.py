@@ -11,12 +11,13 @@ a ValueError when it is admitted, never a silently shorter limit (the trainer al
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from rollouts.strategies.base import check_name, checked, derive_seed
-from rollouts.types import Engine, FinishReason, Request, Sample, SamplingParams
+from rollouts.types import Completion, Engine, FinishReason, Request, Sample, SamplingParams
 
 Key = int | str
 
@@ -28,6 +29,7 @@ class _Member:
     first_segment: int = -1
     last_segment: int = -1
     finish_reason: FinishReason | None = None  # None while unfinished
+    logprobs: list[float] = field(default_factory=list)  # per token, when the params ask for them (NaN: unknown)
 
 
 @dataclass(eq=False)
@@ -39,8 +41,8 @@ class _Group:
 
 
 def _member(state: dict[str, Any]) -> _Member:
-    """A saved member; pools saved before behaviour log-probs were dropped still load (their `logprobs` ignored)."""
-    return _Member(**{k: v for k, v in state.items() if k != "logprobs"})
+    """A saved member (pools saved without log-probs load with none)."""
+    return _Member(**{**state, "logprobs": list(state.get("logprobs") or [])})
 
 
 class SegmentStrategy:
@@ -149,7 +151,7 @@ class SegmentStrategy:
             self.segment += 1
             for (group, members, cap), completions in zip(targets, outputs):
                 for m, c in zip(members, completions):
-                    self._extend(m, c.token_ids, seg)
+                    self._extend(m, c, seg)
                     if c.finish_reason == "stop":
                         m.finish_reason = "stop"
                     elif len(m.token_ids) >= self._limit(group) or len(c.token_ids) < cap:
@@ -159,12 +161,15 @@ class SegmentStrategy:
         self.groups = [g for g in self.groups if g not in released]
         return [self._sample(g, m, seg) for g in released for m in g.members]
 
-    def _extend(self, m: _Member, token_ids: Sequence[int], seg: int) -> None:
+    def _extend(self, m: _Member, c: Completion, seg: int) -> None:
         if m.first_segment < 0:
             m.first_segment = seg
         m.last_segment = seg
-        m.token_ids.extend(token_ids)
-        m.segment_ids.extend([seg] * len(token_ids))
+        if self.params.logprobs:  # tokens of a pool saved without them are unknown: NaN
+            m.logprobs.extend([math.nan] * (len(m.token_ids) - len(m.logprobs)))
+            m.logprobs.extend(c.logprobs if c.logprobs is not None else [math.nan] * len(c.token_ids))
+        m.token_ids.extend(c.token_ids)
+        m.segment_ids.extend([seg] * len(c.token_ids))
 
     def _sample(self, group: _Group, m: _Member, seg: int) -> Sample:
         assert m.finish_reason is not None
@@ -182,6 +187,7 @@ class SegmentStrategy:
             completion_ids=list(m.token_ids),
             finish_reason=m.finish_reason,
             loss_mask=[1] * len(m.token_ids),
+            logprobs=list(m.logprobs) if self.params.logprobs else None,
             extras=extras,
         )
 

@@ -21,6 +21,7 @@ positions (on their own traces).
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -172,6 +173,7 @@ class SerialExitStrategy:
                     completion_ids=list(trace.token_ids),
                     finish_reason=trace.finish_reason,
                     loss_mask=[1] * len(trace.token_ids),
+                    logprobs=None if trace.logprobs is None else list(trace.logprobs),
                     extras=self._extras(group_size - 1, thinking[i], True, 0, thinking[i]),
                 )
             )
@@ -187,6 +189,9 @@ class SerialExitStrategy:
             completion_ids=list(trace.token_ids[:position]) + self.inducer_ids + list(answer.token_ids),
             finish_reason=answer.finish_reason,
             loss_mask=[1] * position + [0] * k + [1] * len(answer.token_ids),
+            logprobs=None
+            if trace.logprobs is None
+            else [*trace.logprobs[:position], *[math.nan] * k, *(answer.logprobs or [])],
             extras=self._extras(rank, position, False, k, n),
         )
 

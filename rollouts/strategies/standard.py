@@ -39,6 +39,7 @@ class StandardStrategy:
                 completion_ids=list(c.token_ids),
                 finish_reason=c.finish_reason,
                 loss_mask=[1] * len(c.token_ids),
+                logprobs=None if c.logprobs is None else list(c.logprobs),
             )
             for i, completions in enumerate(outputs)
             for c in completions

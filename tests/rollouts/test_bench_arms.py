@@ -63,7 +63,7 @@ def test_failing_arm_is_recorded_and_the_others_run(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(dt, "run_paged", boom)
     args = argparse.Namespace(
         device="cpu", prompt_len=8, compile_warmup_steps=2, profile=False, out=None, cb_num_blocks=16,
-        cb_block_size=32, cb_batch_tokens=256, arm_budget_s=None,
+        cb_block_size=32, cb_batch_tokens=256, arm_budget_s=None, paged_budget_s=None,
     )  # fmt: skip
     report: dict = {"results": [], "copy_bandwidth_gbs": 1.0}
     shapes = [(2, 2), (3, 2)]
@@ -83,7 +83,7 @@ def test_arm_budget_skips_the_shapes_that_would_not_fit() -> None:
     model, weights = dt.build_model("tiny", "cpu", torch.float32)
     args = argparse.Namespace(
         device="cpu", prompt_len=8, compile_warmup_steps=2, profile=False, out=None, cb_num_blocks=None,
-        arm_budget_s=1e-6,
+        arm_budget_s=1e-6, paged_budget_s=None,
     )  # fmt: skip
     report: dict = {"results": [], "copy_bandwidth_gbs": 1.0}
     dt.bench_arm(model, "tiny", weights, "stock", [(2, 2), (4, 3)], args, report)
@@ -96,7 +96,10 @@ def test_arm_budget_skips_the_shapes_that_would_not_fit() -> None:
     report = {"results": [], "copy_bandwidth_gbs": 1.0}
     dt.bench_arm(model, "tiny", weights, "paged", [(2, 2), (4, 3)], args, report)
     first, second = report["results"]
-    assert first["error"].startswith("TimeoutError: paged: 0/2 requests finished") and "skipped" in second
+    assert first["error"].startswith("PagedDeadline: paged: 0/2 requests finished") and "skipped" in second
+    # nothing finished, so each request had at most new_tokens - 1 tokens: a bound on the arm's rate
+    assert first["finished_requests"] == 0 and first["elapsed_s"] > 0
+    assert first["tokens_per_s_upper_bound"] == pytest.approx(2 * (2 - 1) / first["elapsed_s"])
 
 
 def test_generation_configs_follow_trl() -> None:

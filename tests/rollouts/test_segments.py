@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from rollouts.strategies import SegmentStrategy
 from rollouts.types import Request, SamplingParams
-from tests.rollouts.scripted_engine import EOS, Script, ScriptedEngine
+from tests.rollouts.scripted_engine import EOS, Script, ScriptedEngine, logprob_of
 
 PARAMS = SamplingParams(temperature=0.0, max_tokens=999)
 # think for 1 / 6 / 13 tokens, close, one answer token, EOS -> total lengths 4 / 9 / 16
@@ -132,3 +133,26 @@ def test_total_length_beyond_the_engine_is_an_error_not_a_shorter_limit() -> Non
     strategy.generate([[1, 2, 3, 4]])  # 4 + 96 = 100 fits
     with pytest.raises(ValueError, match="max_total_tokens 96 exceeds the engine's max_model_len 100"):
         strategy.generate([[1, 2, 3, 4, 5]])
+
+
+def test_behaviour_logprobs_span_segments_and_a_restore() -> None:
+    """With log-probs asked for, a released sample carries each token's log-prob from the segment that generated it;
+    a pool saved without them (an older checkpoint) resumes with NaN for the tokens it already had."""
+    params = SamplingParams(temperature=0.0, max_tokens=999, logprobs=True)
+    strategy = SegmentStrategy(ScriptedEngine(SCRIPT), params, 3, 4, 100)
+    released = run(strategy, [[[3]], [], [], []])
+    assert len(released) == 3
+    for s in released:
+        assert s.logprobs == [logprob_of(i, t) for i, t in enumerate(s.completion_ids)]
+
+    first = SegmentStrategy(ScriptedEngine(SCRIPT), params, 3, 4, 100)
+    run(first, [[[3]]])
+    state = json.loads(json.dumps(first.state_dict()))
+    for group in state["groups"]:
+        for member in group["members"]:
+            del member["logprobs"]
+    resumed = SegmentStrategy(ScriptedEngine(SCRIPT), params, 3, 4, 100)
+    resumed.load_state_dict(state)
+    longest = max(run(resumed, [[], [], []]), key=lambda s: len(s.completion_ids))
+    assert longest.logprobs is not None and all(math.isnan(x) for x in longest.logprobs[:4])
+    assert longest.logprobs[4:] == [logprob_of(i, t) for i, t in enumerate(longest.completion_ids) if i >= 4]

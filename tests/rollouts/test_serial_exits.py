@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from rollouts.strategies import SerialExitStrategy
 from rollouts.strategies.serial_exits import prompt_key
 from rollouts.types import Completion, Request, SamplingParams
-from tests.rollouts.scripted_engine import EOS, Script, ScriptedEngine
+from tests.rollouts.scripted_engine import EOS, Script, ScriptedEngine, logprob_of
 
 INDUCER = [7000, 7001, 5]  # ends with the scripted think-close id 5
 PARAMS = SamplingParams(temperature=0.0, max_tokens=100)
@@ -37,7 +38,7 @@ def check_group(group: list, inducer: list[int], m: int, n: int) -> None:
         assert s.completion_ids[:p] == full.completion_ids[:p]
         assert s.completion_ids[p : p + k] == inducer
         assert [i for i, v in enumerate(s.loss_mask) if v == 0] == list(range(p, p + k))
-        assert s.logprobs is None, "no behaviour log-probs (TRL recomputes what it needs)"
+        assert s.logprobs is None, "no behaviour log-probs unless asked for (TRL recomputes what it needs)"
 
 
 def test_groups_positions_masks_and_one_batched_exit_call() -> None:
@@ -192,3 +193,20 @@ def test_real_tokenizer_inducer(tiny_model_path: str) -> None:
     assert strategy.think_close_ids == close and len(close) > 1  # SmolLM2: several BPE tokens
     with pytest.raises(ValueError, match="tokenises differently"):
         SerialExitStrategy(ScriptedEngine(Script(lambda p, j: 4)), tokenizer, PARAMS, think_close="</reason>")
+
+
+def test_behaviour_logprobs_for_trls_importance_sampling() -> None:
+    """Asked for (`use_vllm` with TRL's IS correction), an exit carries the trace's log-probs up to its position, NaN on
+    the inserted inducer (TRL: no correction there) and its answer's own."""
+    engine = ScriptedEngine(Script(lambda p, j: 20, answer_len=3))
+    samples = make(engine, params=SamplingParams(temperature=0.0, max_tokens=100, logprobs=True)).generate([[1, 2]])
+    full = samples[-1]
+    assert full.logprobs == [logprob_of(i, t) for i, t in enumerate(full.completion_ids)]
+    k = len(INDUCER)
+    for s in samples[:-1]:
+        p = s.extras["exit_position"]
+        assert s.logprobs is not None and len(s.logprobs) == len(s.completion_ids)
+        assert s.logprobs[:p] == full.logprobs[:p]
+        assert all(math.isnan(x) for x in s.logprobs[p : p + k])
+        answer = s.completion_ids[p + k :]
+        assert s.logprobs[p + k :] == [logprob_of(p + k + i, t) for i, t in enumerate(answer)]

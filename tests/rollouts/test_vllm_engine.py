@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from rollouts.types import Completion, Engine, Request, SamplingParams  # noqa: E402
 from rollouts.vllm_engine import VLLMEngine, VLLMServerEngine, cpu_env_defaults, serve_command  # noqa: E402
+from tests.conftest import redraw_weights  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -32,28 +33,9 @@ PROMPT_B = list(range(100, 131))
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
-def _redraw(model: torch.nn.Module, seed: int, std: float = 0.2) -> None:
-    """Re-draw all non-norm weights. conftest's std-0.02 init gives near-uniform logits whose greedy output repeats
-    one token, which would make continuation and weight-update checks vacuous; std 0.2 gives varied greedy output."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" not in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * std)
-
-
 @pytest.fixture(scope="module")
-def model_path(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny-qwen2-peaked")
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
-    _redraw(model, seed=0)
-    model.save_pretrained(out)
-    for name in TOKENIZER_FILES:
-        if (Path(tiny_model_path) / name).is_file():
-            shutil.copy(Path(tiny_model_path) / name, out / name)
-    return str(out)
+def model_path(peaked_model_path: str) -> str:
+    return peaked_model_path
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +161,7 @@ def test_load_weights_follows_new_weights(engine: VLLMEngine, hf_model: torch.nn
 
     before = _greedy(engine, PROMPT_A, max_tokens=12, logprobs=True)
     new_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    _redraw(new_model, seed=1)
+    redraw_weights(new_model, seed=1)
     engine.load_weights(new_model.state_dict().items())
     after = _greedy(engine, PROMPT_A, max_tokens=12, logprobs=True)
     assert after.token_ids != before.token_ids
@@ -285,3 +267,26 @@ def test_generation_config_extra_eos_ends_samples(engine: VLLMEngine, model_path
         assert stopped.finish_reason == "stop"
     finally:
         other.close()
+
+
+def test_trl_server_mode_adapter_generates_with_trls_sampling_settings(server_url: str, model_path: str) -> None:
+    """`use_vllm` with vllm_mode server: a process without TRL's NCCL client (every rank but the main one) gets an
+    HTTP client to TRL's server; TRL's min_p reaches every request (min_p 0.999 at T = 1 leaves only the argmax)."""
+    from types import SimpleNamespace
+
+    from rollouts.trl_vllm import TRLVLLMEngine
+
+    generation = SimpleNamespace(
+        mode="server", server_base_url=server_url, server_host="unused", server_port=0, server_timeout=0.0,
+        model=SimpleNamespace(name_or_path=model_path), repetition_penalty=1.0, min_p=0.999, generation_kwargs={},
+    )  # fmt: skip
+    synced: list[int] = []
+    engine = TRLVLLMEngine(generation, sync=lambda: synced.append(1))
+    assert isinstance(engine, Engine) and engine.max_model_len == MAX_MODEL_LEN
+    greedy = _greedy(VLLMServerEngine(server_url), PROMPT_A, max_tokens=8)
+    samples = engine.generate([Request(PROMPT_A, SamplingParams(n=4, temperature=1.0, max_tokens=8))])[0]
+    assert [s.token_ids for s in samples] == [greedy.token_ids] * 4
+    engine.sync_weights()
+    assert synced == [1], "weights move through TRL's sync, not load_weights"
+    with pytest.raises(NotImplementedError, match="TRL's own sync"):
+        engine.load_weights([])
