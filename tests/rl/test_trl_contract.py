@@ -121,3 +121,18 @@ def test_rounds_score_as_trl_would() -> None:
     score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "self._pending_extra_logs.get(column, [None] * len(prompts))" in score
     assert "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)" in score, "inert rows are NaN rewards"
+
+
+def test_trl_vllm_generation_names_brevity_uses() -> None:
+    """rollouts/trl_vllm.py and rl/trainer.py's `_sync_vllm` / `_vllm_awake` read these off TRL's VLLMGeneration."""
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    init = inspect.getsource(VLLMGeneration.__init__) + inspect.getsource(VLLMGeneration._init_vllm)
+    for attribute in ("mode", "llm", "vllm_client", "tensor_parallel_size", "server_base_url", "server_host",
+                      "server_port", "server_timeout", "model", "repetition_penalty", "min_p", "generation_kwargs",
+                      "enable_sleep_mode", "_llm_weights_sleeping"):  # fmt: skip
+        assert f"self.{attribute} =" in init, f"VLLMGeneration.{attribute} is gone"
+    # reload_on_cpu intercepts the colocated sync at this call
+    assert "driver_worker.model_runner.model.load_weights(" in inspect.getsource(VLLMGeneration.sync_weights)
+    trainer = inspect.getsource(GRPOTrainer)
+    assert "self._last_loaded_step = self.state.global_step" in trainer and "self.vllm_generation = " in trainer
