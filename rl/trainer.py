@@ -3,7 +3,8 @@
 It runs a variant's `Plan` (rl/variants/base.py) without asking which variant that is. Each step the rollout
 (rollouts/collect.py) generates, scores and filters groups, refilling where dynamic sampling drops some; TRL then gets
 only the kept groups, through its `rollout_func`, with their rewards already computed. Seams: generation (brevity's
-engines through rollouts/placement.py, or TRL's own `_tokenize_prompts` + `_generate_single_turn`); scoring (TRL's
+engines through rollouts/placement.py, on TRL's vLLM under `use_vllm` with TRL's `_last_loaded_step`-guarded sync, or
+TRL's own `_tokenize_prompts` + `_generate_single_turn`); scoring (TRL's
 `_calculate_rewards` per round, then the plan's group rules, rl/scoring.py); after TRL's pass the plan's advantage and
 token mask (`_get_per_token_logps_and_entropies`); checkpoints (the rollout's state, the plan's RNG); `_dist`.
 """
