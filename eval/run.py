@@ -18,110 +18,21 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.config import USER_ERRORS, EvalConfig, EvalInputError, build_parser, check_resume, takes_columns
-from eval.efficiency import budget_adherence, budget_auc, problem_difficulty, tokens_by_difficulty
-from eval.metrics import budget_sweep, noisy_warning, summarize
-from eval.overthinking import mark_first_correct, overthinking_stats
+from eval.config import USER_ERRORS, EvalConfig, EvalInputError, build_parser, check_resume
+from eval.plan import Plan, prepare
 from eval.progress import SampleProgress
-from eval.report import (
-    difficulty_table,
-    efficiency_table,
-    markdown_table,
-    plot_accuracy_vs_tokens,
-    plot_budget_sweep,
-)
-from eval.samples import (
-    append_samples,
-    make_record,
-    nan_to_none,
-    opens_think,
-    read_samples,
-    regrade_prefixes,
-    slug,
-    write_atomic,
-)
-from rollouts.data import Problem, load_problems
-from rollouts.engines import resolve_engine_name
-from rollouts.templates import encode_prompt, render
+from eval.samples import append_samples, make_record, read_samples, slug
+from eval.summary import write_summary
+from rollouts.data import Problem
 from rollouts.threads import configure_threads
 from rollouts.types import Request, SamplingParams
 
 __all__ = ["EvalConfig", "EvalInputError", "build_parser", "evaluate", "main", "prepare", "run_cli"]
 
 logger = logging.getLogger("brevity.eval")
-
-
-@dataclass
-class Plan:
-    """What the checks before generation produced: the problems, their prompt token ids and the model."""
-
-    problems: dict[str, list[Problem]]
-    prompts: dict[str, dict[str, list[int]]]  # benchmark -> problem id -> prompt token ids
-    think_open: dict[str, bool]  # benchmark -> its prompts end inside a think block (the template opened it)
-    model_path: str
-    engine: str
-    tokenizer: Any
-    difficulty: dict[str, dict[str, Any]] = field(default_factory=dict)  # benchmark -> problem id -> its value
-
-
-def prepare(config: EvalConfig) -> Plan:
-    """Everything that can fail cheaply, before a model is loaded: arguments, data, model, prompts, engine."""
-    config.validate()
-    engine = resolve_engine_name(config.engine)  # vllm not installed -> ModuleNotFoundError naming the extra
-    if engine != "transformers" and config.engine_mode != "auto":
-        raise ValueError(
-            f"--engine-mode {config.engine_mode} needs the transformers engine; this machine resolves {engine}"
-        )
-    problems = {}
-    for bench in config.benchmarks:
-        columns = config.columns if takes_columns(bench) else None
-        rows = load_problems(bench, size=config.size, seed=config.seed, columns=columns)
-        if not rows:
-            raise ValueError(f"benchmark {bench!r} has no rows")
-        if any(p.answer is None for p in rows):
-            raise ValueError(f"benchmark {bench!r} has problems without a reference answer; it cannot be graded")
-        if len({p.id for p in rows}) < len(rows):
-            raise ValueError(f"benchmark {bench!r} has duplicate problem ids; map a unique column with --columns id=")
-        if (warning := noisy_warning(bench, config.k)) is not None:
-            logger.warning(warning)
-        problems[bench] = rows
-    difficulty = {bench: _difficulty(bench, rows, config.difficulty_column) for bench, rows in problems.items()}
-    from rollouts.models import load_config, load_tokenizer, resolve_model
-
-    model_path = resolve_model(config.model)  # unknown alias / missing path -> error naming it
-    context = getattr(load_config(model_path).get_text_config(), "max_position_embeddings", None)
-    tokenizer = load_tokenizer(model_path)
-    prompts: dict[str, dict[str, list[int]]] = {}
-    for bench, rows in problems.items():
-        prompts[bench] = {}
-        for p in rows:
-            # a raw template (think_raw, budget_raw) is a plain string: no chat template around it
-            ids = prompts[bench][p.id] = encode_prompt(
-                tokenizer, render(config.template, p.prompt, budget=config.budget)
-            )
-            if context and len(ids) + config.max_tokens > context:
-                raise ValueError(
-                    f"{bench} problem {p.id}: prompt ({len(ids)} tokens) + --max-tokens {config.max_tokens} exceeds "
-                    f"the model's context of {context} tokens"
-                )
-    think_open = {bench: opens_think(tokenizer, next(iter(ids.values()))) for bench, ids in prompts.items()}
-    return Plan(
-        problems, prompts, think_open, model_path, engine, tokenizer, {b: d for b, d in difficulty.items() if d}
-    )
-
-
-def _difficulty(bench: str, rows: list[Problem], column: str | None) -> dict[str, Any]:
-    """Problem id -> its value in `column` ({} without a column); a problem without one fails before generation."""
-    if column is None:
-        return {}
-    values = {p.id: problem_difficulty(p.metadata, column) for p in rows}
-    if missing := [pid for pid, v in values.items() if v is None]:
-        raise ValueError(f"--difficulty-column {column!r}: benchmark {bench!r} has no such value for {missing[:3]}")
-    return values
 
 
 def _sample_seed(seed: int, problem_id: str, index: int) -> int:
@@ -161,7 +72,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         todo[bench] = [(p, i) for p in rows for i in range(config.k) if (p.id, i) not in done]
     if any(todo.values()):
         _generate(config, plan, todo, out)
-    return _summarize(config, plan, baseline, out)
+    return write_summary(config, plan, baseline, out)
 
 
 def _generate(config: EvalConfig, plan: Plan, todo: dict[str, list[tuple[Problem, int]]], out: Path) -> None:
@@ -234,66 +145,6 @@ def _streams(engine: Any) -> bool:
         return "on_finish" in inspect.signature(engine.generate).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _summarize(config: EvalConfig, plan: Plan, baseline: dict[str, Any] | None, out: Path) -> dict[str, Any]:
-    label = config.label or Path(config.model).name
-    summaries, sweeps, warnings = {}, {}, []
-    for bench, rows in plan.problems.items():
-        position = {p.id: n for n, p in enumerate(rows)}
-        records = [
-            r
-            for r in read_samples(out / "samples" / f"{slug(bench)}.jsonl")
-            if r["problem_id"] in position and r["sample_index"] < config.k
-        ]
-        records.sort(key=lambda r: (position[r["problem_id"]], r["sample_index"]))  # the file is in finish order
-        if len(records) != len(rows) * config.k:
-            raise RuntimeError(f"{bench}: {len(records)} samples on disk, expected {len(rows) * config.k}")
-        base = (baseline or {}).get("benchmarks", {}).get(bench)
-        s = summaries[bench] = summarize(records, k=config.k, baseline=base)
-        if config.overthinking:  # only correct samples are searched
-            mark_first_correct(records, plan.tokenizer, config.overthinking_format or config.answer_format)
-            s["overthinking"] = overthinking_stats(records)
-        s["tokens_by_difficulty"] = tokens_by_difficulty(
-            records, plan.difficulty.get(bench), name=config.difficulty_column or "column"
-        )
-        if config.budget_cutoffs:
-            if config.regrade_prefixes:
-                regrade_prefixes(records, config.budget_cutoffs, plan.tokenizer, config.answer_format)
-            sweeps[bench] = s["budget_sweep"] = budget_sweep(records, sorted(config.budget_cutoffs))
-            s["budget_auc"] = budget_auc(sweeps[bench])
-        if config.budget is not None:  # the prompt asked for `budget` tokens
-            s["budget_adherence"] = budget_adherence(records, config.budget)
-        if (w := noisy_warning(bench, config.k)) is not None:
-            warnings.append(w)
-    summary: dict[str, Any] = {"model": config.model, "label": label, "engine": plan.engine, "benchmarks": summaries}
-    summary["config"] = asdict(config)
-    if sweeps:
-        method = "regraded_prefix" if config.regrade_prefixes else "finished_within"
-        summary["budget_sweep"] = {"cutoffs": sorted(config.budget_cutoffs), "method": method}
-    if warnings:
-        summary["warnings"] = warnings
-    summary = nan_to_none(summary)  # strict JSON: a statistic over no samples is null, not NaN
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    labelled = {f"{label}/{slug(b) if takes_columns(b) else b}": s for b, s in summaries.items()}
-    tables = markdown_table(labelled) + efficiency_table(labelled) + difficulty_table(labelled) + _sweep_table(sweeps)
-    write_atomic(out / "summary.md", tables + "".join(f"\n> {w}\n" for w in warnings))
-    rows = [(label, slug(b) if takes_columns(b) else b, s) for b, s in summaries.items()]
-    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png", title=f"{label}: accuracy vs mean tokens")
-    if sweeps:
-        plot_budget_sweep(sweeps, out / "budget_sweep.png")
-    return summary
-
-
-def _sweep_table(sweeps: dict[str, list[dict[str, Any]]]) -> str:
-    """Markdown: accuracy (%) per benchmark at each token cutoff."""
-    if not sweeps:
-        return ""
-    cutoffs = [p["cutoff"] for p in next(iter(sweeps.values()))]
-    lines = ["", "Accuracy (%) within a token cutoff:", "", "| benchmark | " + " | ".join(map(str, cutoffs)) + " |"]
-    lines.append("|---|" + "---:|" * len(cutoffs))
-    lines += [f"| {b} | " + " | ".join(f"{100 * p['accuracy']:.1f}" for p in c) + " |" for b, c in sweeps.items()]
-    return "\n".join(lines) + "\n"
 
 
 def run_cli(job: Callable[[], Any], out: str) -> int:

@@ -141,15 +141,6 @@ def validate(config: ExperimentConfig) -> None:
             "true generates with TRL's vLLM, but rollout.engine is 'transformers': set rollout: {engine: vllm} "
             "(brevity's rollouts on TRL's vLLM) or {engine: trl} (TRL's own plain groups), or use_vllm: false",
         )
-    if grpo.use_vllm and config.rollout.engine == "vllm" and grpo.vllm_mode == "colocate":
-        if grpo.vllm_tensor_parallel_size != 1:
-            raise ConfigError(
-                src,
-                "vllm_tensor_parallel_size",
-                f"{grpo.vllm_tensor_parallel_size}: brevity's rollouts on colocated vLLM need 1 (every rank of a "
-                "tensor-parallel group would have to make the same engine calls); serve the model with `trl "
-                "vllm-serve --tensor_parallel_size N` and set vllm_mode: server",
-            )
     if grpo.eval_strategy != "no":
         raise ConfigError(
             src,

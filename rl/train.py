@@ -291,6 +291,8 @@ def finish(trainer: Any, config: ExperimentConfig) -> None:
         trainer.push_to_hub()  # uploads output_dir; the trainer's create_model_card writes the variant's card first
     if callable(getattr(trainer, "end", None)):  # transformers >= 5.18 (TRL's scripts call it there): trackers, group
         trainer.end()
+    else:  # transformers 5.17: accelerate's end of training (trackers, then the process group, whose gloo threads
+        trainer.accelerator.end_training()  # can otherwise abort a multi-process run at exit: "terminate called")
 
 
 def main(argv: list[str] | None = None) -> int:

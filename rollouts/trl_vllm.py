@@ -5,8 +5,11 @@ generates through it.
 TRL 1.16 (trl/generation/vllm_generation.py, `VLLMGeneration`, built by `GRPOTrainer.__init__` from GRPOConfig):
 - colocate: one in-process `vllm.LLM` per process (`vllm_gpu_memory_utilization`, `vllm_max_model_length`,
   `vllm_tensor_parallel_size`, `vllm_enable_sleep_mode`, `max_num_seqs` = per_device_train_batch_size ×
-  steps_per_generation, `max_num_batched_tokens` 4096, `logprobs_mode="processed_logprobs"`, seed = process index);
-  brevity's requests go to that `LLM.generate` (`VLLMEngine.from_llm`).
+  vllm_tensor_parallel_size × steps_per_generation, `max_num_batched_tokens` 4096,
+  `logprobs_mode="processed_logprobs"`, seed = process index // vllm_tensor_parallel_size); brevity's requests go to
+  that `LLM.generate` (`VLLMEngine.from_llm`). With tensor parallelism the ranks of a group (TRL's `tp_group`) run one
+  model together: each call gathers the group's requests, every rank generates all of them, each keeps its own share
+  (TRL's own scheme), and strategies make every call even when a rank has nothing to ask (`collective`).
 - server: a `trl vllm-serve` process; the main process holds TRL's `VLLMClient` (NCCL weight transfer), the others
   get an HTTP-only client to the same server, and every process sends its own requests to `/v1/completions`
   (`VLLMServerEngine`), which the server batches.
@@ -60,13 +63,11 @@ class TRLVLLMEngine:
     ) -> None:
         self.generation, self._sync, self._awake = generation, sync, awake
         extras = trl_sampling_extras(generation)
+        # colocated tensor parallelism: the ranks of a TP group run one vLLM together, so every call gathers the
+        # group's requests (as TRL's own generate does) and strategies make every call, empty or not (`collective`)
+        self.tp_group = getattr(generation, "tp_group", None) if generation.mode == "colocate" else None
+        self.collective = self.tp_group is not None
         if generation.mode == "colocate":
-            if generation.tensor_parallel_size > 1:
-                raise ValueError(
-                    "brevity's rollouts on colocated vLLM need vllm_tensor_parallel_size: 1 (a tensor-parallel group "
-                    "would have to make the same engine calls on every rank); serve a tensor-parallel model with "
-                    "`trl vllm-serve --tensor_parallel_size N` and vllm_mode: server"
-                )
             self.inner: Any = VLLMEngine.from_llm(generation.llm, extras)
         else:
             client = getattr(generation, "vllm_client", None) or _http_client(generation)
@@ -75,8 +76,14 @@ class TRLVLLMEngine:
         self.max_model_len: int = self.inner.max_model_len
 
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        if self.tp_group is None:
+            with self._awake():
+                return self.inner.generate(requests)
+        return gathered_call(self._generate_all, list(requests), self.tp_group)
+
+    def _generate_all(self, requests: list[Request]) -> list[list[Completion]]:
         with self._awake():
-            return self.inner.generate(requests)
+            return self.inner.generate(requests) if requests else []
 
     def sync_weights(self) -> None:
         """The engine host calls this before every round instead of `load_weights`: TRL moves the weights."""
@@ -84,6 +91,18 @@ class TRLVLLMEngine:
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         raise NotImplementedError("TRL's vLLM gets its weights from TRL's own sync (sync_weights)")
+
+
+def gathered_call(generate: Callable[[list[Any]], list[Any]], requests: list[Any], group: Any) -> list[Any]:
+    """`generate` on the requests of every rank of `group` in rank order (a collective: each rank calls it), and
+    this rank's share of the results."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size(group=group)
+    dist.all_gather_object(parts, requests, group=group)
+    results = generate([r for part in parts for r in part])
+    start = sum(len(part) for part in parts[: dist.get_rank(group=group)])
+    return results[start : start + len(requests)]
 
 
 def _http_client(generation: Any) -> Any:

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_common_args, commit, emit, environment, load_model, log, make_engine, setup  # noqa: E402
+from common import add_common_args, commit, emit, environment, load_model, log, make_engine, save, setup  # noqa: E402
 
 from rollouts.types import Request, SamplingParams  # noqa: E402
 
@@ -101,6 +101,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             series.append({"call": call, "workspaces": len(engine._workspaces), **memory_bytes(args.device)})
         if call % max(1, args.calls // 10) == 0:
             log(f"call {call}/{args.calls}: {series[-1] if series else ''}")
+            if args.out and series:  # a run cut short (a device's time limit) keeps what it measured
+                partial = report(args, model, engine, series, warm_until, max_workspaces_seen, start, call)
+                save(partial, args.out)
+    return report(args, model, engine, series, warm_until, max_workspaces_seen, start, args.calls)
+
+
+def report(
+    args: argparse.Namespace, model: Any, engine: Any, series: list[dict[str, Any]], warm_until: int,
+    max_workspaces_seen: int, start: float, calls_done: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSON report after `calls_done` of `args.calls` calls (`complete` false while the run goes on)."""
     keys = [k for k in series[0] if k not in ("call", "workspaces")]
     growths = {k: growth(series, k, warm_until) for k in keys}
     worst = max(g["growth_bytes"] for g in growths.values())
@@ -114,6 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "engine_mode": engine.mode,
         "decode_attention": engine.decode_attention,
         "calls": args.calls,
+        "calls_done": calls_done,
+        "complete": calls_done == args.calls,
         "shapes": [f"{r}x{t}" for r, t in args.shapes],
         "prompt_len": args.prompt_len,
         "sync_every": args.sync_every,

@@ -33,6 +33,14 @@ def checked(requests: Sequence[Request], outputs: list[list[Completion]]) -> lis
     return outputs
 
 
+def call_engine(engine: Any, requests: Sequence[Request]) -> list[list[Completion]]:
+    """One checked engine call. An empty one is skipped, unless the engine is `collective` (the ranks of a
+    tensor-parallel group gather their requests in every call, so each must make the same calls, empty or not)."""
+    if not requests and not getattr(engine, "collective", False):
+        return []
+    return checked(requests, engine.generate(requests))
+
+
 def derive_seed(seed: int | None, *parts: int) -> int | None:
     """A distinct, reproducible seed per request a strategy splits off (None stays None: the engine draws one).
 

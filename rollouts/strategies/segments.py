@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from rollouts.strategies.base import check_name, checked, derive_seed
+from rollouts.strategies.base import call_engine, check_name, derive_seed
 from rollouts.types import Completion, Engine, FinishReason, Request, Sample, SamplingParams
 
 Key = int | str
@@ -146,8 +146,8 @@ class SegmentStrategy:
                 # copies: the request must not see the tokens this call appends to the member
                 requests.append(Request(list(group.prompt_ids), params, list(m.token_ids)))
                 targets.append((group, [m], cap))
+        outputs = call_engine(self.engine, requests)
         if requests:
-            outputs = checked(requests, self.engine.generate(requests))
             self.segment += 1
             for (group, members, cap), completions in zip(targets, outputs):
                 for m, c in zip(members, completions):

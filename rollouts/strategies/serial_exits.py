@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 from rewards.thinking import find_subsequence, think_span
-from rollouts.strategies.base import check_name, checked, derive_seed
+from rollouts.strategies.base import call_engine, check_name, derive_seed
 from rollouts.types import Completion, Engine, Request, Sample, SamplingParams
 
 DEFAULT_INDUCER = "Time is limited, stop thinking and start answering.\n</think>\n\n"
@@ -129,12 +129,9 @@ class SerialExitStrategy:
         if max_tokens is not None and len(max_tokens) != len(prompts):
             raise ValueError(f"max_tokens has {len(max_tokens)} entries for {len(prompts)} prompts")
         call, self.calls = self.calls, self.calls + 1
-        if not prompts:
-            self.group_sizes = []
-            return []
         caps = list(max_tokens) if max_tokens is not None else [self.params.max_tokens] * len(prompts)
         trace_requests = [Request(list(p), replace(self.params, n=1, max_tokens=cap)) for p, cap in zip(prompts, caps)]
-        traces = [out[0] for out in checked(trace_requests, self.engine.generate(trace_requests))]
+        traces = [out[0] for out in call_engine(self.engine, trace_requests)]
 
         plans: list[list[tuple[int, int | None]]] = []  # per prompt: (exit position, index into exit_requests)
         exit_requests: list[Request] = []
@@ -154,9 +151,7 @@ class SerialExitStrategy:
                     self.params, n=1, max_tokens=room, seed=derive_seed(self.params.seed, i, len(plans[i]))
                 )
                 exit_requests.append(Request(list(prompt), params, prefix))
-        answers = (
-            [out[0] for out in checked(exit_requests, self.engine.generate(exit_requests))] if exit_requests else []
-        )
+        answers = [out[0] for out in call_engine(self.engine, exit_requests)]
 
         samples: list[Sample] = []
         self.group_sizes = []

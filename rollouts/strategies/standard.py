@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from rollouts.strategies.base import check_name, checked
+from rollouts.strategies.base import call_engine, check_name
 from rollouts.types import Engine, Request, Sample, SamplingParams
 
 
@@ -31,7 +31,7 @@ class StandardStrategy:
             Request(list(prompt), replace(self.params, n=self.num_generations, max_tokens=cap))
             for prompt, cap in zip(prompts, caps)
         ]
-        outputs = checked(requests, self.engine.generate(requests)) if requests else []
+        outputs = call_engine(self.engine, requests)
         return [
             Sample(
                 prompt_index=i,

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from eval.run import EvalConfig, Plan, _summarize
+from eval.plan import Plan
+from eval.run import EvalConfig
 from eval.samples import append_samples, nan_to_none, slug
+from eval.summary import write_summary
 from rollouts.data import Problem
 
 
@@ -57,7 +59,7 @@ def test_summary_json_without_think_spans_or_correct_samples(tmp_path: Path) -> 
     config = EvalConfig(model="m", benchmarks=[bench], k=2, out=str(tmp_path))
     plan = Plan({bench: problems}, {}, {}, "m", "transformers", tokenizer=None)
 
-    summary = _summarize(config, plan, None, tmp_path)
+    summary = write_summary(config, plan, None, tmp_path)
 
     on_disk = _strict_loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary

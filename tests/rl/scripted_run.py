@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         run_one(path, Path(args.out))
     for path in args.real_config:
         run_one(path, Path(args.out), scripted=False)
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # else gloo's threads may abort the process at exit ("terminate called", exit -6)
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 

@@ -36,7 +36,11 @@ class FakeTrainer:
     def __init__(self, raises: type[BaseException] | None = None) -> None:
         self.model = _tiny_tied_model()
         self.raises, self.resumed_from, self.saved, self.state_saved = raises, "never called", False, False
-        self.pushed = False
+        self.pushed, self.ended = False, False
+        self.accelerator = self  # finish() ends training through accelerate (the process group goes)
+
+    def end_training(self) -> None:
+        self.ended = True
 
     def train(self, resume_from_checkpoint: str | None = None) -> None:
         self.resumed_from = resume_from_checkpoint
@@ -100,6 +104,7 @@ def test_resume_latest_picks_the_newest_or_starts_fresh_when_asked(tmp_path: Pat
     path = _config(tmp_path)
     assert main(["--config", str(path), "--resume", "latest", "--allow-fresh"]) == 0
     assert fake["trainer"].resumed_from is None and fake["trainer"].saved and fake["trainer"].state_saved
+    assert fake["trainer"].ended, "a finished run ends accelerate's training (process group destroyed)"
     for step in (2, 10, 9):
         (tmp_path / "run" / f"checkpoint-{step}").mkdir(parents=True)
     (tmp_path / "run" / "checkpoint-notes").mkdir()  # not a checkpoint; must not crash the sort

@@ -69,7 +69,6 @@ def test_trls_own_vllm_generation_still_trains(peaked_model_path: str, tmp_path:
 VLLM = {"rollout": {"engine": "vllm"}, "use_vllm": True}
 MISTAKES = {
     "use_vllm with brevity's transformers engine": ({"use_vllm": True}, "use_vllm", "rollout: {engine: vllm}"),
-    "tensor parallel in colocate": ({**VLLM, "vllm_tensor_parallel_size": 2}, "vllm_tensor_parallel_size", "server"),
     "a per-request field in generation_kwargs": (
         {**VLLM, "generation_kwargs": {"max_tokens": 8}},
         "generation_kwargs",
@@ -98,6 +97,8 @@ def test_trls_vllm_settings_load_as_trl_means_them(tmp_path: Path) -> None:
     assert (grpo.use_vllm, grpo.vllm_mode, grpo.vllm_gpu_memory_utilization) == (True, "server", 0.4)
     assert (grpo.vllm_enable_sleep_mode, grpo.vllm_max_model_length, grpo.min_p) == (True, 1024, 0.05)
     assert config.model_args.use_peft
+    colocated = load_config(_write(tmp_path, **VLLM, vllm_mode="colocate", vllm_tensor_parallel_size=2))
+    assert colocated.grpo.vllm_tensor_parallel_size == 2, "colocated tensor parallelism: requests gathered per call"
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, rollout={"engine": "vllm"}, min_p=0.05))
     assert info.value.key == "min_p"
@@ -120,3 +121,40 @@ def test_vllm_context_too_short_is_refused_before_vllm_starts(tiny_model_path: s
     with pytest.raises(ValueError, match=r"vllm_max_model_length: 16 tokens, but the experiment needs \d+"):
         build(tiny_model_path, tmp_path, {"name": "grpo"}, rollout={"engine": "vllm"}, use_vllm=True,
               vllm_max_model_length=16)  # fmt: skip
+
+
+def _gathered_call_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from rollouts.trl_vllm import gathered_call
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    seen: list[list[str]] = []
+
+    def generate(requests: list[str]) -> list[str]:
+        seen.append(list(requests))
+        return [f"done:{r}" for r in requests]
+
+    group = dist.new_group([0, 1])
+    mine = [["a0", "a1"], []] if rank == 0 else [["b0"], ["b1", "b2"]]  # rank 0 has nothing in its second call
+    results = [gathered_call(generate, requests, group) for requests in mine]
+    dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"seen": seen, "results": results}))
+
+
+def test_tensor_parallel_calls_gather_the_groups_requests(tmp_path: Path) -> None:
+    """Colocated tensor parallelism (TRL's scheme): each call generates the whole TP group's requests on every rank,
+    and each rank keeps its own results; a rank with nothing to ask still takes part (gloo, 2 processes)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gathered_call_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["seen"] == [["a0", "a1", "b0"], ["b1", "b2"]], "every rank generates the group's requests in order"
+    assert ranks[0]["results"] == [["done:a0", "done:a1"], []]
+    assert ranks[1]["results"] == [["done:b0"], ["done:b1", "done:b2"]]

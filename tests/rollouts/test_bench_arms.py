@@ -197,6 +197,7 @@ def test_engine_memory_run_on_cpu(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["engine_mode"] == "static" and report["warm_until_call"] == 6
+    assert report["complete"] and report["calls_done"] == 30  # (a cut run leaves its last tenth's snapshot)
     assert [r["call"] for r in report["series"]] == list(range(1, 31))
     assert report["max_workspaces_seen"] == report["max_workspaces"] == 2
     assert all(r["workspaces"] <= 2 and r["rss"] > 0 for r in report["series"])

@@ -210,3 +210,23 @@ def test_behaviour_logprobs_for_trls_importance_sampling() -> None:
         assert all(math.isnan(x) for x in s.logprobs[p : p + k])
         answer = s.completion_ids[p + k :]
         assert s.logprobs[p + k :] == [logprob_of(p + k + i, t) for i, t in enumerate(answer)]
+
+
+def test_collective_engines_get_every_call_even_empty() -> None:
+    """A collective engine (colocated tensor parallelism: the TP group gathers requests in each call) must see the
+    same calls on every rank, so a rank with nothing to generate still makes them; other engines skip empty calls."""
+    from rollouts.strategies import SegmentStrategy, StandardStrategy
+
+    def strategies(engine: ScriptedEngine) -> list:
+        return [make(engine), StandardStrategy(engine, PARAMS, 2), SegmentStrategy(engine, PARAMS, 2, 4, 50)]
+
+    collective = ScriptedEngine(Script(lambda p, j: 4))
+    collective.collective = True  # type: ignore[attr-defined]
+    for strategy, calls in zip(strategies(collective), (2, 1, 1)):
+        before = len(collective.calls)
+        assert strategy.generate([]) == []
+        assert collective.calls[before:] == [[]] * calls
+    plain = ScriptedEngine(Script(lambda p, j: 4))
+    for strategy in strategies(plain):
+        assert strategy.generate([]) == []
+    assert plain.calls == []
