@@ -2,7 +2,7 @@
 # The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
 # On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
 # Jobs: attention serial64 serial128 serial128x16 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
-#       stockarms stockdecode stocksteps stockshapes_smollm2 stockshapes_qwen serial256 serial512 (issue 15: the stock transformers/TRL arms; see README.md) memory
+#       stockarms stockdecode stocksteps stockshapes_smollm2 stockshapes_qwen stocklong pagedsmall serial256 serial512 (issue 15: the stock transformers/TRL arms; see README.md) memory
 set -u
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
@@ -50,6 +50,12 @@ for job in "$@"; do
       [ $job = stockshapes_qwen ] && model=qwen2.5-1.5b && shapes="64x512 1024x512 256x2048"
       timeout 330 python3 $B/decode_throughput.py --models $model --shapes $shapes \
         --modes compiled paged hf_compiled --arm-budget-s 120 --paged-budget-s 45 --out "$OUT/$job.json" ;;
+    # what the 2026-12-06 H100 session did not reach: the stock arm at 2048 new tokens (one shape per model, both arms
+    # in one run), and continuous batching where it can finish (it finished no request at 64x512 in 45 s)
+    stocklong) timeout 560 python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x2048 \
+      --modes hf_compiled compiled --out "$OUT/$job.json" ;;
+    pagedsmall) timeout 560 python3 $B/decode_throughput.py --models smollm2-135m-instruct --shapes 16x64 64x128 \
+      --modes paged hf_compiled compiled --arm-budget-s 240 --out "$OUT/$job.json" ;;
     # S-GRPO at 512/128 with more prompts per engine call (the trace call is latency-bound at 128 rows)
     serial256|serial512) n=${job#serial}; python3 $B/serial_exits.py --prompts $n --max-batch-size $(( n * 9 )) \
       --arms parallel serial --repeats 2 --phases --out "$OUT/$job.json" ;;
