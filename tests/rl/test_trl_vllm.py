@@ -59,6 +59,20 @@ def test_serial_exits_run_on_trls_colocated_vllm_with_trls_sync(peaked_model_pat
 
 
 @pytest.mark.vllm
+def test_segment_rollouts_run_on_trls_vllm(peaked_model_path: str, tmp_path: Path) -> None:
+    """UloRL: unfinished samples continue from their tokens so far (prefix requests) in later calls and steps."""
+    pytest.importorskip("vllm")
+    result = _run("segments", peaked_model_path, tmp_path)
+    assert result["is_trl_engine"] and result["global_step"] == 2 and result["parameters_changed"]
+    assert result["prefixes"][0] == [0, 0], "two new prompts, one request of n = G each"
+    assert any(p > 0 for call in result["prefixes"] for p in call), "continuations of unfinished samples"
+    assert max(p for call in result["prefixes"] for p in call) == 8, "at most 12 tokens in segments of 4"
+    for batch in result["served"]:  # every served token was sampled by vLLM, so every log-prob is known
+        assert batch["tokens"] == sum(batch["lengths"]) > 0 and batch["nan"] == 0
+    assert result["loaded_step"] == 1
+
+
+@pytest.mark.vllm
 def test_trls_own_vllm_generation_still_trains(peaked_model_path: str, tmp_path: Path) -> None:
     pytest.importorskip("vllm")
     result = _run("trl", peaked_model_path, tmp_path)

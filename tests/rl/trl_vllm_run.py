@@ -3,11 +3,12 @@
 TRL's colocated vLLM sets RANK/WORLD_SIZE/MASTER_* in the environment and starts torch.distributed in the process it
 runs in, so tests/rl/test_trl_vllm.py runs this module as a subprocess instead of inside pytest:
 
-    python -m tests.rl.trl_vllm_run --model DIR --tmp DIR --engine vllm|trl --out result.json
+    python -m tests.rl.trl_vllm_run --model DIR --tmp DIR --engine vllm|segments|trl --out result.json
 
 `--engine vllm`: S-GRPO's serial groups (trace call, then exits continuing the trace) generated on TRL's vLLM through
 `TRLVLLMEngine`; then 2 optimizer steps; then TRL's sync, comparing vLLM's weights with the policy's at each point.
-`--engine trl`: TRL's own vLLM generation (plain groups), 2 optimizer steps.
+`--engine segments`: UloRL's segment rollouts there, 2 optimizer steps. `--engine trl`: TRL's own vLLM generation
+(plain groups), 2 optimizer steps.
 """
 
 from __future__ import annotations
@@ -96,6 +97,46 @@ def run_vllm(model: str, tmp: Path) -> dict[str, Any]:
     }
 
 
+def run_segments(model: str, tmp: Path) -> dict[str, Any]:
+    """UloRL's segment rollouts on TRL's vLLM: 4-token segments continue unfinished samples (prefix requests) across
+    calls and steps; every served token carries the log-prob vLLM sampled it with."""
+    trainer = build(
+        model, tmp, {"name": "ulorl", "segment_length": 4, "max_total_tokens": 12, "dynamic_sampling": False},
+        rewards=[ours("correctness")], rollout={"engine": "vllm"}, use_vllm=True, vllm_mode="colocate",
+        vllm_max_model_length=256, max_steps=2, learning_rate=5e-2,
+    )  # fmt: skip
+    engine = trainer._groups.source.strategy.engine
+    prefixes: list[list[int]] = []
+    inner_generate = engine.inner.generate
+
+    def recorded(requests: Any) -> Any:
+        prefixes.append([len(r.prefix_ids) for r in requests])
+        return inner_generate(requests)
+
+    engine.inner.generate = recorded
+    served: list[dict[str, Any]] = []
+    score = trainer._generate_and_score_completions
+
+    def scored(inputs: Any) -> Any:
+        out = score(inputs)
+        logps = _unpadded_floats(out["sampling_per_token_logps"], out["completion_mask"])
+        served.append({"tokens": sum(map(len, logps)), "nan": sum(math.isnan(x) for row in logps for x in row),
+                       "lengths": [len(row) for row in logps]})  # fmt: skip
+        return out
+
+    trainer._generate_and_score_completions = scored
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    return {
+        "is_trl_engine": type(engine).__name__ == "TRLVLLMEngine",
+        "prefixes": prefixes,
+        "served": served,
+        "global_step": trainer.state.global_step,
+        "parameters_changed": any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters()),
+        "loaded_step": trainer._last_loaded_step,
+    }
+
+
 def run_trl(model: str, tmp: Path) -> dict[str, Any]:
     trainer = build(
         model, tmp, {"name": "grpo"}, rewards=[ours("correctness")], rollout={"engine": "trl"}, use_vllm=True,
@@ -124,10 +165,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--tmp", type=Path, required=True)
-    parser.add_argument("--engine", choices=["vllm", "trl"], required=True)
+    parser.add_argument("--engine", choices=["vllm", "segments", "trl"], required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    run = run_vllm if args.engine == "vllm" else run_trl
+    run = {"vllm": run_vllm, "segments": run_segments, "trl": run_trl}[args.engine]
     args.out.write_text(json.dumps(run(args.model, args.tmp)))
 
 
