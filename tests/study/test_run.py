@@ -93,7 +93,11 @@ def test_presets_that_extend_another_parse_to_valid_arms():
                      "budget_conditioned"]  # fmt: skip
     diagnostic = load_study(ROOT / "experiments/study/diagnostics/smollm2-grpo-lambda.yaml")
     assert diagnostic.sft == load_study(ROOT / "experiments/study/smollm2.yaml").sft and diagnostic.parallel == 5
-    for config in (rewards, diagnostic):
+    lr = load_study(ROOT / "experiments/study/diagnostics/tiny-lr.yaml")
+    assert (lr.task, lr.sft, lr.eval) == (tiny.task, tiny.sft, tiny.eval)
+    lr_arms = {m.name: Study(lr, Path("/nonexistent"), seed=1).arm_config(m, Path(".")) for m in lr.methods}
+    assert [a["learning_rate"] for a in lr_arms.values()] == [2.0e-4, 1.0e-4, 2.0e-4, 1.0e-4]
+    for config in (rewards, diagnostic, lr):
         study = Study(config, Path("/nonexistent"), seed=0)
         for method in config.methods:
             raw = study.arm_config(method, Path("."))
