@@ -103,7 +103,9 @@ def test_presets_that_extend_another_parse_to_valid_arms():
             raw = study.arm_config(method, Path("."))
             raw["data"]["train"] = str(ROOT / "experiments/smoke/questions.jsonl")
             parse_config(raw, f"{config.name}:{method.name}")
-    arms = {m.name: study.arm_config(m, Path(".")) for m in diagnostic.methods}
+    arms = {
+        m.name: Study(diagnostic, Path("/nonexistent"), seed=0).arm_config(m, Path(".")) for m in diagnostic.methods
+    }
     assert arms["grpo_lambda_lr3e6"]["learning_rate"] == 3.0e-6 and arms["grpo_lambda"]["learning_rate"] == 1.0e-5
 
 
