@@ -24,7 +24,7 @@ from rl.config import (
 )
 from rl.trl_args import COMMAND_LINE, parse_trl_args
 from rl.variants import VARIANTS
-from rollouts.trl_vllm import REQUEST_FIELDS
+from rollouts.trl_vllm import request_field_clash
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # GRPOConfig generation fields that only TRL's own generation applies (`rollout: {engine: trl}`), each with the value
@@ -214,13 +214,13 @@ def _check_generation(config: ExperimentConfig) -> None:
     if engine == "trl":
         return
     honoured = set(TRL_VLLM_SAMPLING) if config.grpo.use_vllm else set()  # TRL's vLLM applies them to every request
-    kwargs = config.grpo.generation_kwargs or {}
-    if config.grpo.use_vllm and REQUEST_FIELDS & kwargs.keys():
+    clash = request_field_clash(config.grpo.generation_kwargs) if config.grpo.use_vllm else []
+    if clash:
         raise ConfigError(
             config.source,
             "generation_kwargs",
-            f"{sorted(REQUEST_FIELDS & kwargs.keys())} are set per request by brevity's rollouts (from temperature, "
-            "top_p, top_k, max_completion_length and the variant's caps): set those keys instead",
+            f"{clash} are set per request by brevity's rollouts (from temperature, top_p, top_k, "
+            "max_completion_length and the variant's caps): set those keys instead",
         )
     for key, neutral in TRL_GENERATION_ONLY.items():
         if key in honoured:

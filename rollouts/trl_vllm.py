@@ -40,12 +40,17 @@ REQUEST_FIELDS = frozenset({"n", "max_tokens", "stop_token_ids", "logprobs", "se
                             "top_p", "top_k"})  # fmt: skip
 
 
+def request_field_clash(generation_kwargs: dict[str, Any] | None) -> list[str]:
+    """The `generation_kwargs` keys that would override a field brevity's strategies set per request."""
+    return sorted(REQUEST_FIELDS & (generation_kwargs or {}).keys())
+
+
 def trl_sampling_extras(generation: Any) -> dict[str, Any]:
     """What TRL adds to every vLLM request besides the per-request fields: repetition penalty, min_p and the user's
     `generation_kwargs` (which TRL applies last)."""
     extras = {"repetition_penalty": generation.repetition_penalty, "min_p": generation.min_p or 0.0}
     kwargs = dict(generation.generation_kwargs or {})
-    clash = sorted(REQUEST_FIELDS & kwargs.keys())
+    clash = request_field_clash(kwargs)
     if clash:
         raise ValueError(f"generation_kwargs {clash} are set per request by brevity's rollouts")
     return {**extras, **kwargs}
@@ -61,7 +66,7 @@ class TRLVLLMEngine:
         sync: Callable[[], None],
         awake: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
-        self.generation, self._sync, self._awake = generation, sync, awake
+        self._sync, self._awake = sync, awake
         extras = trl_sampling_extras(generation)
         # colocated tensor parallelism: the ranks of a TP group run one vLLM together, so every call gathers the
         # group's requests (as TRL's own generate does) and strategies make every call, empty or not (`collective`)
@@ -77,13 +82,14 @@ class TRLVLLMEngine:
 
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
         if self.tp_group is None:
-            with self._awake():
-                return self.inner.generate(requests)
-        return gathered_call(self._generate_all, list(requests), self.tp_group)
+            return self._generate(list(requests))
+        return gathered_call(self._generate, list(requests), self.tp_group)
 
-    def _generate_all(self, requests: list[Request]) -> list[list[Completion]]:
+    def _generate(self, requests: list[Request]) -> list[list[Completion]]:
+        if not requests:  # nothing to wake vLLM (and re-push weights in sleep mode) for
+            return []
         with self._awake():
-            return self.inner.generate(requests) if requests else []
+            return self.inner.generate(requests)
 
     def sync_weights(self) -> None:
         """The engine host calls this before every round instead of `load_weights`: TRL moves the weights."""

@@ -39,8 +39,17 @@ def _stale(trainer: Any) -> float:
     return worst
 
 
-def _unpadded_floats(values: Any, mask: Any) -> list[list[float]]:
-    return [[float(v) for v, m in zip(r, mr) if m] for r, mr in zip(values.tolist(), mask.tolist())]
+def _record_calls(engine: Any, describe: Any) -> list[Any]:
+    """Wrap the adapter's inner engine so each call's requests are described (`describe(requests)`) in the list."""
+    calls: list[Any] = []
+    inner_generate = engine.inner.generate
+
+    def recorded(requests: Any) -> Any:
+        calls.append(describe(requests))
+        return inner_generate(requests)
+
+    engine.inner.generate = recorded
+    return calls
 
 
 def run_vllm(model: str, tmp: Path) -> dict[str, Any]:
@@ -51,17 +60,11 @@ def run_vllm(model: str, tmp: Path) -> dict[str, Any]:
         rewards=[ours("correctness")], rollout={"engine": "vllm"}, use_vllm=True, vllm_mode="colocate",
         vllm_max_model_length=256, max_steps=2, learning_rate=5e-2,
     )  # fmt: skip
-    calls: list[list[dict[str, Any]]] = []
     rows = [{"prompt": PROMPTS[0], "pattern": "1111"}, {"prompt": PROMPTS[1], "pattern": "0101"}]
     engine = trainer._groups.source.strategy.engine  # the engine the rollout built (TRL's vLLM under it)
-    inner_generate = engine.inner.generate
-
-    def recorded(requests: Any) -> Any:
-        calls.append([{"prefix": len(r.prefix_ids), "max_tokens": r.params.max_tokens, "n": r.params.n}
-                      for r in requests])  # fmt: skip
-        return inner_generate(requests)
-
-    engine.inner.generate = recorded
+    calls = _record_calls(engine, lambda requests: [
+        {"prefix": len(r.prefix_ids), "max_tokens": r.params.max_tokens, "n": r.params.n} for r in requests
+    ])  # fmt: skip
     out = trainer._generate_and_score_completions(inputs(rows, G))
     first = {
         "completions": unpadded(out["completion_ids"], out["completion_mask"]),
@@ -71,7 +74,7 @@ def run_vllm(model: str, tmp: Path) -> dict[str, Any]:
         "rewards": out["brevity_rewards"].view(-1, G).tolist(),
         "sampling_logps_nan": [
             [bool(math.isnan(x)) for x in row]
-            for row in _unpadded_floats(out["sampling_per_token_logps"], out["completion_mask"])
+            for row in unpadded(out["sampling_per_token_logps"], out["completion_mask"], float)
         ],
     }
     stale_at_start = _stale(trainer)  # synced at step 0, before the first round
@@ -106,20 +109,13 @@ def run_segments(model: str, tmp: Path) -> dict[str, Any]:
         vllm_max_model_length=256, max_steps=2, learning_rate=5e-2,
     )  # fmt: skip
     engine = trainer._groups.source.strategy.engine
-    prefixes: list[list[int]] = []
-    inner_generate = engine.inner.generate
-
-    def recorded(requests: Any) -> Any:
-        prefixes.append([len(r.prefix_ids) for r in requests])
-        return inner_generate(requests)
-
-    engine.inner.generate = recorded
+    prefixes = _record_calls(engine, lambda requests: [len(r.prefix_ids) for r in requests])
     served: list[dict[str, Any]] = []
     score = trainer._generate_and_score_completions
 
     def scored(inputs: Any) -> Any:
         out = score(inputs)
-        logps = _unpadded_floats(out["sampling_per_token_logps"], out["completion_mask"])
+        logps = unpadded(out["sampling_per_token_logps"], out["completion_mask"], float)
         served.append({"tokens": sum(map(len, logps)), "nan": sum(math.isnan(x) for row in logps for x in row),
                        "lengths": [len(row) for row in logps]})  # fmt: skip
         return out

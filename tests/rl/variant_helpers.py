@@ -117,5 +117,6 @@ def inputs(rows: list[dict[str, Any]], G: int, template: str = "plain") -> list[
     return out
 
 
-def unpadded(ids: Any, mask: Any) -> list[list[int]]:
-    return [[int(t) for t, m in zip(r, mr) if m] for r, mr in zip(ids.tolist(), mask.tolist())]
+def unpadded(values: Any, mask: Any, cast: Any = int) -> list[list[Any]]:
+    """Each row of a padded (N, T) tensor without its masked-out positions, as `cast` values."""
+    return [[cast(v) for v, m in zip(r, mr) if m] for r, mr in zip(values.tolist(), mask.tolist())]
