@@ -276,11 +276,13 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def commit() -> str | None:
-    """The checkout's HEAD (+dirty when rollouts/ or experiments/bench/ have changes), else $BREVITY_COMMIT (a copy
-    of the tree without .git, as on the GPU machine)."""
+    """$BREVITY_COMMIT when set (the GPU machine's copy of the tree carries a stale .git: the caller names the
+    commit it copied), else the checkout's HEAD (+dirty when rollouts/ or experiments/bench/ have changes)."""
     import os
     import subprocess
 
+    if os.environ.get("BREVITY_COMMIT"):
+        return os.environ["BREVITY_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(
@@ -291,7 +293,7 @@ def commit() -> str | None:
             return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("BREVITY_COMMIT")
+    return None
 
 
 def save(report: dict[str, Any], out: Path | None) -> None:

@@ -465,6 +465,9 @@ def _save(report: dict[str, Any], out: Path | None) -> None:
 
 
 def commit() -> str | None:
+    """$BREVITY_COMMIT when set (the GPU machine's copy carries a stale .git), else HEAD (+dirty)."""
+    if os.environ.get("BREVITY_COMMIT"):
+        return os.environ["BREVITY_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "rollouts", "experiments/bench"], cwd=REPO,
@@ -473,7 +476,7 @@ def commit() -> str | None:
             return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("BREVITY_COMMIT")
+    return None
 
 
 def parse_shapes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[int, int]]:
