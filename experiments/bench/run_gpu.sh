@@ -2,7 +2,7 @@
 # The GPU benchmark runs behind README's numbers, one job per argument, each writing $OUT/<job>.json and a log.
 # On the device machine after `source ~/gpu-stage/env.sh` (see design.md): bash experiments/bench/run_gpu.sh JOB...
 # Jobs: attention serial64 serial128 serial128x16 serial128long seriallong seriallong128 seriallong1k segments decode steptime gputests
-#       stockarms stockdecode stocksteps stockshapes_smollm2 stockshapes_qwen stocklong pagedsmall serial256 serial512 (issue 15: the stock transformers/TRL arms; see README.md) memory
+#       stockarms stockdecode stocksteps stockshapes_smollm2 stockshapes_qwen stocklong stocklong_rest pagedsmall serial256 serial512 (issue 15: the stock transformers/TRL arms; see README.md) memory
 set -u
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
@@ -54,8 +54,14 @@ for job in "$@"; do
     # in one run), and continuous batching where it can finish (it finished no request at 64x512 in 45 s)
     stocklong) timeout 560 python3 $B/decode_throughput.py --models smollm2-135m-instruct qwen2.5-1.5b --shapes 256x2048 \
       --modes hf_compiled compiled --out "$OUT/$job.json" ;;
+    # the other 2048-token shapes, as the 2026-12-06 H100 run made them (SmolLM2's stock arm at 1024 x 2048 needs
+    # ~400 s on its own: raise --arm-budget-s and run it alone to fill that cell)
+    stocklong_rest) timeout 300 python3 $B/decode_throughput.py --models smollm2-135m-instruct --shapes 64x2048 1024x2048 \
+        --modes hf_compiled compiled --arm-budget-s 200 --out "$OUT/stocklong_smollm2.json"
+      timeout 250 python3 $B/decode_throughput.py --models qwen2.5-1.5b --shapes 64x2048 \
+        --modes hf_compiled compiled --arm-budget-s 200 --out "$OUT/stocklong_qwen.json" ;;
     pagedsmall) timeout 560 python3 $B/decode_throughput.py --models smollm2-135m-instruct --shapes 16x64 64x128 \
-      --modes paged hf_compiled compiled --arm-budget-s 240 --out "$OUT/$job.json" ;;
+      --modes paged hf_compiled compiled --arm-budget-s 150 --out "$OUT/$job.json" ;;
     # S-GRPO at 512/128 with more prompts per engine call (the trace call is latency-bound at 128 rows)
     serial256|serial512) n=${job#serial}; python3 $B/serial_exits.py --prompts $n --max-batch-size $(( n * 9 )) \
       --arms parallel serial --repeats 2 --phases --out "$OUT/$job.json" ;;
