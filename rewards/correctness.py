@@ -123,6 +123,23 @@ def finished_flags(
     return [n < max_tokens for n in lengths]
 
 
+def value_at_step(
+    schedule: Callable[[int], int], kwargs: Mapping[str, Any], reward_name: str, metric: str, fixed: bool
+) -> int:
+    """`schedule` at `trainer_state.global_step`, logged as `<reward_name>/<metric>` through TRL's `log_metric`.
+
+    A `fixed` schedule (the same value at every step) needs no trainer state, so a reward can be called by hand.
+    """
+    state = kwargs.get("trainer_state")
+    if state is None and not fixed:
+        raise ValueError(f"reward {reward_name!r} evaluates its schedule at `trainer_state.global_step`")
+    value = int(schedule(int(state.global_step) if state is not None else 0))
+    log_metric = kwargs.get("log_metric")
+    if callable(log_metric):
+        log_metric(f"{reward_name}/{metric}", float(value))
+    return value
+
+
 def column(kwargs: Mapping[str, Any], name: str, n: int, reward_name: str) -> list[Any]:
     """The dataset column `name` from the reward kwargs, one value per completion; raises if missing or misaligned."""
     if name not in kwargs:

@@ -12,9 +12,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewards import length
-from rewards.correctness import Grading, check_answer_format, column, completion_texts, finished_flags, token_lengths
+from rewards.correctness import (
+    Grading,
+    check_answer_format,
+    column,
+    completion_texts,
+    finished_flags,
+    token_lengths,
+    value_at_step,
+)
 from rewards.format import has_valid_answer
-from rewards.schedules import Constant, Schedule, make_schedule
+from rewards.schedules import Constant, Schedule, as_schedule
 from rewards.thinking import think_span
 
 __all__ = [
@@ -95,10 +103,8 @@ class _BudgetReward:
 
     def __post_init__(self) -> None:
         # Accept a YAML dict or a plain int and store a Schedule, so configs and pickles stay simple.
-        if isinstance(self.schedule, Mapping):
-            object.__setattr__(self, "schedule", make_schedule(self.schedule))
-        elif isinstance(self.schedule, int):
-            object.__setattr__(self, "schedule", Constant(self.schedule))
+        if self.schedule is not None:
+            object.__setattr__(self, "schedule", as_schedule(self.schedule))
 
     def budgets(self, n: int, kwargs: Mapping[str, Any]) -> list[int]:
         """B per sample: the `budget_column` if passed, else the schedule at `trainer_state.global_step`."""
@@ -108,15 +114,9 @@ class _BudgetReward:
             raise ValueError(
                 f"reward {self.__name__!r} needs a budget: a {self.budget_column!r} column or a `schedule`"
             )
-        state = kwargs.get("trainer_state")
-        if state is None:
-            raise ValueError(f"reward {self.__name__!r} evaluates its schedule at `trainer_state.global_step`")
         assert callable(self.schedule)  # a Mapping/int was turned into a Schedule in __post_init__
-        budget = int(self.schedule(int(state.global_step)))
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric):
-            log_metric(f"{self.__name__}/budget", float(budget))
-        return [budget] * n
+        fixed = isinstance(self.schedule, Constant)
+        return [value_at_step(self.schedule, kwargs, self.__name__, "budget", fixed)] * n
 
     def __call__(
         self,

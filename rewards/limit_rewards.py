@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from rewards.correctness import Correctness, Grading, check_answer_format, column, token_lengths
-from rewards.schedules import Constant, Schedule, make_schedule
+from rewards.correctness import Correctness, Grading, check_answer_format, column, token_lengths, value_at_step
+from rewards.schedules import Constant, Schedule, as_schedule
 
 __all__ = ["BudgetConditioned", "HardLimit", "l1_exact", "l1_max"]
 
@@ -121,18 +121,12 @@ class HardLimit(_Graded):
     def __post_init__(self) -> None:
         check_answer_format(self.answer_format)
         # Accept a YAML dict or a plain int and store a Schedule, so configs and pickles stay simple.
-        if isinstance(self.schedule, Mapping):
-            object.__setattr__(self, "schedule", make_schedule(self.schedule))
-        elif isinstance(self.schedule, int):
-            object.__setattr__(self, "schedule", Constant(self.schedule))
+        object.__setattr__(self, "schedule", as_schedule(self.schedule))
 
     def limit(self, kwargs: Mapping[str, Any]) -> int:
-        """The limit at `trainer_state.global_step`; a fixed limit needs no trainer state."""
+        """The limit at `trainer_state.global_step` (logged as `hard_limit/limit`); a fixed limit needs no state."""
         assert callable(self.schedule)  # a Mapping/int was turned into a Schedule in __post_init__
-        state = kwargs.get("trainer_state")
-        if state is None and not isinstance(self.schedule, Constant):
-            raise ValueError(f"reward {self.__name__!r} evaluates its schedule at `trainer_state.global_step`")
-        return int(self.schedule(int(state.global_step) if state is not None else 0))
+        return value_at_step(self.schedule, kwargs, self.__name__, "limit", isinstance(self.schedule, Constant))
 
     def __call__(
         self,
@@ -142,8 +136,5 @@ class HardLimit(_Graded):
     ) -> list[float]:
         lengths = token_lengths(completion_ids, self.__name__, kwargs)
         limit = self.limit(kwargs)
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric):
-            log_metric(f"{self.__name__}/limit", float(limit))
         correct = [r > 0 for r in _grader(self)(completions, **kwargs)]
         return [float(c and n <= limit) for c, n in zip(correct, lengths, strict=True)]

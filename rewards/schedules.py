@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["SCHEDULES", "Constant", "Exponential", "Linear", "Schedule", "StepwiseExponential", "make_schedule"]
+__all__ = [
+    "SCHEDULES",
+    "Constant",
+    "Exponential",
+    "Linear",
+    "Schedule",
+    "StepwiseExponential",
+    "as_schedule",
+    "make_schedule",
+]
 
 
 class Schedule(Protocol):
@@ -153,3 +162,14 @@ def make_schedule(spec: Mapping[str, Any]) -> Schedule:
         raise ValueError(f"missing key(s) {missing} for schedule type {name!r}")
     schedule: Schedule = cls(**params)
     return schedule
+
+
+def as_schedule(value: Schedule | Mapping[str, Any] | int) -> Schedule:
+    """A schedule from what a reward's `schedule` field accepts: a schedule, a YAML spec dict, or an int (constant)."""
+    if isinstance(value, Mapping):
+        return make_schedule(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Constant(value)
+    if not callable(value):
+        raise ValueError(f"a schedule must be a schedule, a {{'type': ...}} dict or an int, got {value!r}")
+    return value

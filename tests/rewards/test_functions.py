@@ -305,8 +305,13 @@ def test_budget_think_scope() -> None:
 def test_budget_errors() -> None:
     with pytest.raises(ValueError, match="needs a budget"):
         BudgetTriangular()(completion_ids=[ids(3)], **trl_kwargs())
+    schedule = {"type": "linear", "start": 100, "end": 50, "total_steps": 10, "n_drops": 1}
     with pytest.raises(ValueError, match="trainer_state"):
-        BudgetTriangular(schedule=100)(completion_ids=[ids(3)])
+        BudgetTriangular(schedule=schedule)(completion_ids=[ids(3)])
+    # a fixed budget is the same at every step, so a hand call needs no trainer state
+    assert BudgetTriangular(schedule=4)(completion_ids=[ids(2)]) == [0.5]
+    with pytest.raises(ValueError, match="a schedule must be"):
+        BudgetTriangular(schedule="linear")
     with pytest.raises(ValueError, match="needs `completion_ids`"):
         BudgetBand(schedule=100)(completions=["x"], **trl_kwargs())
 
