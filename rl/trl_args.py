@@ -116,10 +116,15 @@ def environment_defaults(flat: dict[str, Any], source: str) -> None:
         flat["bf16"] = torch.cuda.is_available()
     if "dataloader_pin_memory" not in flat and not torch.cuda.is_available():
         flat["dataloader_pin_memory"] = False  # nothing to pin for; torch warns about it on every run otherwise
-    if "use_cpu" not in flat and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # several processes on a CPU machine (experiments/accelerate/cpu_2proc.yaml): accelerate only picks its
-        # MULTI_CPU (gloo) mode when told it is on a CPU; otherwise each process would train alone
-        flat["use_cpu"] = True
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            # DeepSpeed on a CPU machine: accelerate drops DeepSpeed when told it is on a CPU, and without a backend
+            # each process would train alone; gloo lets DeepSpeed's CPU accelerator join the processes
+            flat.setdefault("ddp_backend", "gloo")
+        elif "use_cpu" not in flat:
+            # several processes on a CPU machine (experiments/accelerate/cpu_2proc.yaml): accelerate only picks its
+            # MULTI_CPU (gloo) mode when told it is on a CPU; otherwise each process would train alone
+            flat["use_cpu"] = True
 
 
 def parse_trl_args(

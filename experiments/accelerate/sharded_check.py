@@ -1,22 +1,24 @@
-"""DDP vs FSDP2 on the GPUs of one machine: a smoke experiment for a few steps under each launcher config, with the
-rollout engine's weights checked at every sync. Prints one JSON report (and writes it to OUT/report.json).
+"""DDP vs FSDP2 vs DeepSpeed ZeRO-3 on the GPUs of one machine: a smoke experiment for a few steps under each launcher
+config, with the rollout engine's weights checked at every sync. Prints one JSON report (and writes it to
+OUT/report.json).
 
     python experiments/accelerate/sharded_check.py --out OUT              # 2 GPUs, grpo, 3 steps each
-    python experiments/accelerate/sharded_check.py --out OUT --variant s_grpo
+    python experiments/accelerate/sharded_check.py --out OUT --variant s_grpo --runs ddp zero3
 
-Each run is `accelerate launch --config_file experiments/accelerate/<multi_gpu|fsdp2>.yaml --num_processes N
+Each run is `accelerate launch --config_file experiments/accelerate/<multi_gpu|fsdp2|zero3>.yaml --num_processes N
 -m tests.rl.sharded_run`: the production training path (`rl.train.build_trainer`, transformers engine) plus, after
 each weight sync, a check on every rank that the engine's weights equal the gathered policy's (cast to the engine's
 dtype). The experiment is `experiments/smoke/<variant>.yaml` with: `data.train` = `--data` (default gsm8k, the offline
 GSM8K test set: reasoning-gym is not needed), `max_steps` = `--steps`, no checkpoints, no reporting, and
 `--model` if given, and one more reward, `tests.rl.sharded_run:even_tokens` (the fraction of even token ids: it
 varies inside every group, so the weights move at every step even while the model solves nothing; `--no-moving-reward`
-keeps the variant's rewards only). What "ok" means per run: exit code 0, every rank reached `--steps`, one sync per step, no weight
-mismatch; under FSDP2 also: the policy is sharded (DTensor), the engine holds a separate plain copy, and that copy
-changed at every step. `step0_samples_equal` (DDP vs FSDP2, same initial weights) is reported, not required.
-Needs trl==1.16.0 and brevity's other dependencies, no install of brevity itself (the processes import from the
-repository root); the model resolves as usual (`SMOLLM2_GGUF` for the offline SmolLM2 GGUF). `--cpu` runs both on
-this machine's CPU over gloo, in float32 (a check of the script; FSDP2 then goes through the driver's CPU shim).
+keeps the variant's rewards only). What "ok" means per run: exit code 0, every rank reached `--steps`, one sync per
+step, no weight mismatch; under FSDP2 and ZeRO-3 also: the policy is sharded, the engine holds a separate plain copy,
+and that copy changed at every step. `step0_samples_equal` (each sharded run vs DDP, same initial weights) is
+reported, not required. Needs trl==1.16.0, deepspeed for the zero3 run, and brevity's other dependencies, no install
+of brevity itself (the processes import from the repository root); the model resolves as usual (`SMOLLM2_GGUF` for
+the offline SmolLM2 GGUF). `--cpu` runs them on this machine's CPU over gloo, in float32 (a check of the script;
+FSDP2 then goes through the driver's CPU shim, ZeRO-3 through DeepSpeed's CPU accelerator).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-LAUNCHERS = {"ddp": "multi_gpu.yaml", "fsdp2": "fsdp2.yaml"}
+LAUNCHERS = {"ddp": "multi_gpu.yaml", "fsdp2": "fsdp2.yaml", "zero3": "zero3.yaml"}
 MOVING_REWARD = "tests.rl.sharded_run:even_tokens"
 sys.path.insert(0, str(REPO))  # runs from a plain checkout (no install of brevity)
 
@@ -78,7 +80,7 @@ def summary(name: str, logs: list[dict[str, Any]], steps: int) -> dict[str, Any]
         if [s["global_step"] for s in log["syncs"]] != list(range(steps)):
             problems.append(f"rank {log['rank']} synced at steps {[s['global_step'] for s in log['syncs']]}")
     problems += [f"step {s['global_step']}: {len(s['mismatched'])} weights differ" for s in syncs if s["mismatched"]]
-    if name == "fsdp2":
+    if name != "ddp":
         if not all(s["sharded"] and not s["engine_is_live_model"] for s in syncs):
             problems.append("the engine does not hold a separate copy of a sharded policy")
         prints = [s["fingerprint"] for s in logs[0]["syncs"]]
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     cpu = ["--mixed_precision", "no"] if args.cpu else []
     if args.cpu:
-        env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+        env.update(OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
     report: dict[str, Any] = {"variant": args.variant, "steps": args.steps, "num_processes": args.num_processes}
     logs: dict[str, list[dict[str, Any]]] = {}
     for name in args.runs:
@@ -125,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
             "--num_processes", str(args.num_processes), "--main_process_port", str(free_port()), *cpu,
             "-m", "tests.rl.sharded_run", "--config", str(config), "--out", str(args.out / name),
         ]  # fmt: skip
+        # on a CPU, accelerate's MULTI_CPU (gloo) mode needs ACCELERATE_USE_CPU; DeepSpeed must not get it (accelerate
+        # would drop DeepSpeed): rl/trl_args.py gives it gloo instead
+        run_env = {**env, "ACCELERATE_USE_CPU": "1"} if args.cpu and name != "zero3" else env
         print(f"[{name}] {' '.join(command)}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         with open(args.out / f"{name}.log", "w") as log_file:
             try:
                 rc = subprocess.run(
-                    command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, timeout=args.timeout
+                    command, cwd=REPO, env=run_env, stdout=log_file, stderr=subprocess.STDOUT, timeout=args.timeout
                 ).returncode
             except subprocess.TimeoutExpired:
                 rc = 124
@@ -142,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         logs[name] = [json.loads(path.read_text()) for path in paths]
         report[name] = {"rc": rc, "wall_seconds": wall, **summary(name, logs[name], args.steps)}
-    if set(logs) == set(LAUNCHERS):
+    if "ddp" in logs:
         first = [log["batches"][0]["completion_ids"] if log["batches"] else None for log in logs["ddp"]]
-        report["step0_samples_equal"] = first == [
-            log["batches"][0]["completion_ids"] if log["batches"] else None for log in logs["fsdp2"]
-        ]
+        for name in (n for n in logs if n != "ddp"):
+            report[f"{name}_step0_samples_equal"] = first == [
+                log["batches"][0]["completion_ids"] if log["batches"] else None for log in logs[name]
+            ]
     report["ok"] = all(report.get(name, {}).get("ok") for name in args.runs)
     text = json.dumps(report, indent=2)
     (args.out / "report.json").write_text(text)

@@ -1,7 +1,7 @@
 """A training driver that records the rollout engine's weights at every weight sync; used by test_sharded.py and
 experiments/accelerate/sharded_check.py (the same check on GPUs).
 
-    accelerate launch --config_file <fsdp2 or ddp yaml> -m tests.rl.sharded_run --config a.yaml --out DIR
+    accelerate launch --config_file <fsdp2, zero3 or ddp yaml> -m tests.rl.sharded_run --config a.yaml --out DIR
 
 The run is the production path (`rl.train.build_trainer`, the transformers engine, `trainer.train()`). After each
 `_sync_engine` every rank checks that the engine's weights equal the policy's gathered weights (`full_state`, a
@@ -10,7 +10,8 @@ weights), per generation batch its local completions. Needs the transformers eng
 
 CPU FSDP: accelerate builds its FSDP state only for GPU process types (`use_cpu` gives MULTI_CPU, the FSDP plugin is
 dropped), although `fully_shard` works on CPU over gloo. `allow_cpu_fsdp()` puts the plugin back after accelerate
-made its state; this is the only test-only change to the production path.
+made its state; this is the only test-only change to the production path. ZeRO-3 needs none: DeepSpeed's CPU
+accelerator joins the processes over gloo (rl/trl_args.py sets `ddp_backend: gloo` for it).
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def run(config_path: str, out_dir: Path) -> None:
     config = load_config(config_path)
     trainer = build_trainer(config)
     rank = trainer.accelerator.process_index
-    log: dict[str, Any] = {"rank": rank, "world": trainer.accelerator.num_processes, "syncs": [], "batches": []}
+    log: dict[str, Any] = {
+        "rank": rank, "world": trainer.accelerator.num_processes, "syncs": [], "batches": [],
+        "distributed_type": str(trainer.accelerator.distributed_type), "zero_stage": trainer._dist.zero_stage,
+    }  # fmt: skip
     host = trainer.engine_host  # rl/engine_host.py; the rollout syncs before every round
     sync = trainer._groups.sync
     generate = trainer._generate_and_score_completions
@@ -91,6 +95,9 @@ def run(config_path: str, out_dir: Path) -> None:
                 "engine_is_live_model": engine_model is live,
                 "engine_param_types": sorted({type(p).__name__ for p in engine_model.parameters()}),
                 "live_param_types": sorted({type(p).__name__ for p in live.parameters()}),
+                # elements this rank holds in the policy's parameters: 0 under ZeRO-3 outside a gather
+                "live_local_numel": sum(p.numel() for p in live.parameters()),
+                "engine_numel": sum(p.numel() for p in engine_model.parameters()),
                 "mismatched": mismatched,
                 "fingerprint": fingerprint(held) if rank == 0 else None,
             }

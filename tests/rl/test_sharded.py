@@ -1,11 +1,12 @@
 """Sharded training (FSDP2, ZeRO-3): the rollout engine decodes on a whole copy that follows the policy every step.
 
-Unit tests check rl/weight_sync.py on a plain model. The slow test trains the tiny model 3 steps through
-`rl.train.build_trainer` with the transformers engine twice, 2 processes over gloo each: FSDP2 (the shipped
-experiments/accelerate/fsdp2.yaml, on CPU: tests/rl/sharded_run.py says how) and DDP (cpu_2proc.yaml). Under FSDP2 the
-engine's copy must equal the gathered policy after every sync, change with every optimizer step, and decode exactly
-what the DDP run's engine (the live model itself) decodes, with the same weights. ZeRO-3 needs DeepSpeed, which is not
-installed here: its gather is checked against a stand-in for `deepspeed.zero.GatheredParameters` only.
+Unit tests check rl/weight_sync.py on a plain model (and ZeRO-3's one-at-a-time gather against a stand-in that
+asserts it). The slow tests train the tiny model 3 steps through `rl.train.build_trainer` with the transformers engine
+three times, 2 processes over gloo each: FSDP2 (the shipped experiments/accelerate/fsdp2.yaml, on CPU:
+tests/rl/sharded_run.py says how), DeepSpeed ZeRO-3 (the shipped zero3.yaml with real DeepSpeed on its CPU
+accelerator) and DDP (cpu_2proc.yaml). Under each sharded backend the engine's copy must equal the gathered policy
+after every sync, change with every optimizer step, and decode exactly what the DDP run's engine (the live model
+itself) decodes, with the same weights.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.rl.experiments import cpu_experiment
 from tests.rl.test_distributed import ACCELERATE_CPU, REPO, _env, _free_port
 
 FSDP2_YAML = REPO / "experiments" / "accelerate" / "fsdp2.yaml"
+ZERO3_YAML = REPO / "experiments" / "accelerate" / "zero3.yaml"
 STEPS = 3
 
 
@@ -136,13 +138,20 @@ def _experiment(model: str, output_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def runs(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """{"fsdp2" | "ddp": per-rank logs}; the two runs go one after the other (two cores)."""
+    """{"fsdp2" | "zero3" | "ddp": per-rank logs}; the runs go one after the other (two cores)."""
     root = tmp_path_factory.mktemp("sharded")
     fsdp = yaml.safe_load(FSDP2_YAML.read_text())
     fsdp.update(num_processes=2, mixed_precision="no", use_cpu=True)
     (root / "fsdp2_cpu.yaml").write_text(yaml.safe_dump(fsdp))
+    zero3 = yaml.safe_load(ZERO3_YAML.read_text())
+    zero3.update(num_processes=2, mixed_precision="no")  # not use_cpu: accelerate would drop DeepSpeed
+    (root / "zero3_cpu.yaml").write_text(yaml.safe_dump(zero3))
     logs = {}
-    for name, launcher in (("fsdp2", root / "fsdp2_cpu.yaml"), ("ddp", ACCELERATE_CPU)):
+    for name, launcher in (
+        ("fsdp2", root / "fsdp2_cpu.yaml"),
+        ("zero3", root / "zero3_cpu.yaml"),
+        ("ddp", ACCELERATE_CPU),
+    ):
         config = root / f"{name}.yaml"
         config.write_text(yaml.safe_dump(_experiment(tiny_model_path, root / "runs" / name)))
         command = [
@@ -150,36 +159,48 @@ def runs(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict
             "--main_process_port", str(_free_port()),
             "-m", "tests.rl.sharded_run", "--config", str(config), "--out", str(root / name),
         ]  # fmt: skip
-        proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+        env = _env()
+        if name == "zero3":  # ACCELERATE_USE_CPU would drop DeepSpeed too
+            del env["ACCELERATE_USE_CPU"]
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{name} run failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
         logs[name] = [json.loads((root / name / f"rank{r}.json").read_text()) for r in range(2)]
     return logs
 
 
 @pytest.mark.slow
-def test_fsdp2_engine_copy_follows_the_gathered_policy(runs: dict[str, list[dict[str, Any]]]) -> None:
-    for log in runs["fsdp2"]:
+@pytest.mark.parametrize("backend", ["fsdp2", "zero3"])
+def test_engine_copy_follows_the_gathered_policy(runs: dict[str, list[dict[str, Any]]], backend: str) -> None:
+    for log in runs[backend]:
         assert log["final_global_step"] == STEPS
         assert [s["global_step"] for s in log["syncs"]] == list(range(STEPS)), "one sync per optimizer step"
         for sync in log["syncs"]:
             assert sync["sharded"] and not sync["engine_is_live_model"]
-            assert sync["live_param_types"] == ["DTensor"] and sync["engine_param_types"] == ["Parameter"]
             assert sync["synced_step"] == sync["global_step"]
             assert sync["mismatched"] == [], f"step {sync['global_step']}: engine weights differ from the policy's"
-    prints = [s["fingerprint"] for s in runs["fsdp2"][0]["syncs"]]
+            assert sync["engine_param_types"] == ["Parameter"]
+            if backend == "fsdp2":
+                assert sync["live_param_types"] == ["DTensor"]
+            else:  # DeepSpeed partitions in place: this rank's parameters are empty outside a gather
+                assert sync["live_local_numel"] == 0 and sync["engine_numel"] > 0
+    if backend == "zero3":
+        assert runs[backend][0]["distributed_type"] == "DistributedType.DEEPSPEED"
+        assert runs[backend][0]["zero_stage"] == 3
+    prints = [s["fingerprint"] for s in runs[backend][0]["syncs"]]
     for before, after in zip(prints, prints[1:]):
         assert before.keys() == after.keys()
         assert before != after, "an optimizer step did not reach the engine"
 
 
 @pytest.mark.slow
-def test_fsdp2_decodes_and_trains_like_ddp(runs: dict[str, list[dict[str, Any]]]) -> None:
-    for fsdp, ddp in zip(runs["fsdp2"], runs["ddp"]):
+@pytest.mark.parametrize("backend", ["fsdp2", "zero3"])
+def test_sharded_run_decodes_and_trains_like_ddp(runs: dict[str, list[dict[str, Any]]], backend: str) -> None:
+    for sharded, ddp in zip(runs[backend], runs["ddp"]):
         assert all(s["engine_is_live_model"] and not s["sharded"] for s in ddp["syncs"])
-        assert len(fsdp["batches"]) == len(ddp["batches"]) == STEPS
-        for step, (a, b) in enumerate(zip(fsdp["batches"], ddp["batches"])):
-            assert a["completion_ids"] == b["completion_ids"], f"rank {fsdp['rank']} step {step}: samples differ"
-    for a, b in zip(runs["fsdp2"][0]["syncs"], runs["ddp"][0]["syncs"]):
+        assert len(sharded["batches"]) == len(ddp["batches"]) == STEPS
+        for step, (a, b) in enumerate(zip(sharded["batches"], ddp["batches"])):
+            assert a["completion_ids"] == b["completion_ids"], f"rank {sharded['rank']} step {step}: samples differ"
+    for a, b in zip(runs[backend][0]["syncs"], runs["ddp"][0]["syncs"]):
         assert a["fingerprint"].keys() == b["fingerprint"].keys()
         for name, values in a["fingerprint"].items():  # gradient reductions differ in the last bits only
             assert values == pytest.approx(b["fingerprint"][name], rel=1e-4, abs=1e-6), (a["global_step"], name)

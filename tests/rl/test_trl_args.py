@@ -331,3 +331,25 @@ def test_chat_template_kwargs_reach_the_rollout_prompts(tmp_path: Path, tiny_mod
 
     assert prompt_text(chat_template_kwargs={"enable_thinking": False}).endswith("<think>\n\n</think>\n\n")
     assert "<think>" not in prompt_text()
+
+
+# ---- several processes on a CPU machine ------------------------------------------------------------------------------
+@pytest.mark.parametrize("deepspeed", [False, True])
+def test_several_cpu_processes_get_a_gloo_mode(monkeypatch: pytest.MonkeyPatch, deepspeed: bool) -> None:
+    """DDP on CPUs needs accelerate's MULTI_CPU mode (`use_cpu`); DeepSpeed must not get it (accelerate then drops
+    DeepSpeed and ZeRO-3's partitioned weights reach an engine that reads them as empty): it gets gloo instead."""
+    import torch
+
+    from rl.trl_args import environment_defaults
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU-machine defaults apply without CUDA")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true" if deepspeed else "false")
+    flat: dict[str, Any] = {}
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    environment_defaults(flat, "x.yaml")
+    assert "use_cpu" not in flat and "ddp_backend" not in flat, "one process: nothing to join"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    environment_defaults(flat, "x.yaml")
+    assert flat.get("use_cpu") is (None if deepspeed else True)
+    assert flat.get("ddp_backend") == ("gloo" if deepspeed else None)
