@@ -3,10 +3,11 @@ experiments/accelerate/sharded_check.py (the same check on GPUs).
 
     accelerate launch --config_file <fsdp2, zero3 or ddp yaml> -m tests.rl.sharded_run --config a.yaml --out DIR
 
-The run is the production path (`rl.train.build_trainer`, the transformers engine, `trainer.train()`). After each
-`_sync_engine` every rank checks that the engine's weights equal the policy's gathered weights (`full_state`, a
-collective). Each rank writes DIR/rank<r>.json: per sync the check's result (rank 0 adds a fingerprint of the
-weights), per generation batch its local completions. Needs the transformers engine: it reads the engine's model.
+The run is the production path (`rl.train.build_trainer`, the experiment's engine, `trainer.train()`). After each
+weight sync every rank checks the engine against the policy: a transformers engine's weights against the gathered
+ones (`full_state`, a collective; rank 0 adds a fingerprint of the weights), an engine with weights of its own (vLLM)
+through a probe (`probe`: its greedy tokens' log-probs against a forward pass of the sharded policy). Each rank writes
+DIR/rank<r>.json: per sync the check's result, per generation batch its local completions.
 
 CPU FSDP: accelerate builds its FSDP state only for GPU process types (`use_cpu` gives MULTI_CPU, the FSDP plugin is
 dropped), although `fully_shard` works on CPU over gloo. `allow_cpu_fsdp()` puts the plugin back after accelerate
@@ -61,6 +62,32 @@ def fingerprint(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     return out
 
 
+PROBE_PROMPT = [1, 17, 250, 3000, 42, 9, 777, 5]
+PROBE_TOKENS = 8
+
+
+def probe(engine: Any, live: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """Greedy tokens and their log-probs from the engine, against the live policy's log-probs of the same tokens (a
+    forward pass: a collective under ZeRO-3 and FSDP2, so every rank probes together)."""
+    from rollouts.types import Request, SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=PROBE_TOKENS, logprobs=True)
+    [[completion]] = engine.generate([Request(PROBE_PROMPT, params)])
+    ids = torch.tensor([PROBE_PROMPT + completion.token_ids], device=device)
+    was_training = live.training
+    live.eval()
+    with torch.no_grad():
+        logits = live(ids).logits[0, len(PROBE_PROMPT) - 1 : -1].double()
+    live.train(was_training)
+    policy = logits.log_softmax(-1).gather(1, ids[0, len(PROBE_PROMPT) :, None])[:, 0].cpu()
+    engine_lp = torch.tensor(completion.logprobs, dtype=torch.float64)
+    return {
+        "tokens": completion.token_ids,
+        "max_abs_logprob_diff": float((policy - engine_lp).abs().max()),
+        "engine_logprobs": engine_lp.tolist(),
+    }
+
+
 def run(config_path: str, out_dir: Path) -> None:
     from rl.experiment import load_config
     from rl.train import build_trainer
@@ -79,29 +106,32 @@ def run(config_path: str, out_dir: Path) -> None:
 
     def recorded_sync() -> None:
         sync()
-        engine_model = host.engine.model
         live = trainer.accelerator.unwrap_model(trainer.model)
-        held = engine_model.state_dict()
-        mismatched = [  # the engine stores a weight in its own dtype (bf16 copy of FSDP2's fp32 masters on GPUs)
-            name
-            for name, full in full_state(live, trainer.accelerator.device)
-            if not torch.equal(held[name], full.to(held[name].dtype))
-        ]
-        log["syncs"].append(
-            {
-                "global_step": trainer.state.global_step,
-                "synced_step": host.synced_step,
-                "sharded": host.sharded,
-                "engine_is_live_model": engine_model is live,
-                "engine_param_types": sorted({type(p).__name__ for p in engine_model.parameters()}),
-                "live_param_types": sorted({type(p).__name__ for p in live.parameters()}),
-                # elements this rank holds in the policy's parameters: 0 under ZeRO-3 outside a gather
-                "live_local_numel": sum(p.numel() for p in live.parameters()),
-                "engine_numel": sum(p.numel() for p in engine_model.parameters()),
-                "mismatched": mismatched,
-                "fingerprint": fingerprint(held) if rank == 0 else None,
-            }
-        )
+        record: dict[str, Any] = {
+            "global_step": trainer.state.global_step,
+            "synced_step": host.synced_step,
+            "sharded": host.sharded,
+            "live_param_types": sorted({type(p).__name__ for p in live.parameters()}),
+            # elements this rank holds in the policy's parameters: 0 under ZeRO-3 outside a gather
+            "live_local_numel": sum(p.numel() for p in live.parameters()),
+        }
+        engine_model = getattr(host.engine, "model", None)
+        if engine_model is None:  # an engine with weights of its own (vLLM): probe them through its log-probs
+            record.update(engine_is_live_model=False, probe=probe(host.engine, live, trainer.accelerator.device))
+        else:
+            held = engine_model.state_dict()
+            record.update(
+                engine_is_live_model=engine_model is live,
+                engine_param_types=sorted({type(p).__name__ for p in engine_model.parameters()}),
+                engine_numel=sum(p.numel() for p in engine_model.parameters()),
+                mismatched=[  # the engine stores a weight in its own dtype (bf16 copy of FSDP2's fp32 masters on GPUs)
+                    name
+                    for name, full in full_state(live, trainer.accelerator.device)
+                    if not torch.equal(held[name], full.to(held[name].dtype))
+                ],
+                fingerprint=fingerprint(held) if rank == 0 else None,
+            )
+        log["syncs"].append(record)
 
     def recorded_generate(inputs: Any) -> Any:
         out = generate(inputs)

@@ -136,36 +136,41 @@ def _experiment(model: str, output_dir: Path) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def launch_sharded_run(name: str, experiment: dict[str, Any], root: Path) -> list[dict[str, Any]]:
+    """Train `experiment` with 2 processes on CPU under `name` ("fsdp2", "zero3" or "ddp": the shipped launcher
+    files, made to fit the CPU) through tests/rl/sharded_run.py; its per-rank logs."""
+    if name == "ddp":
+        launcher = ACCELERATE_CPU
+    else:
+        launcher = root / f"{name}_cpu.yaml"
+        raw = yaml.safe_load((FSDP2_YAML if name == "fsdp2" else ZERO3_YAML).read_text())
+        raw.update(num_processes=2, mixed_precision="no")
+        if name == "fsdp2":  # accelerate's MULTI_CPU mode; under DeepSpeed use_cpu would drop DeepSpeed
+            raw["use_cpu"] = True
+        launcher.write_text(yaml.safe_dump(raw))
+    config = root / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(experiment))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
+        "--main_process_port", str(_free_port()),
+        "-m", "tests.rl.sharded_run", "--config", str(config), "--out", str(root / name),
+    ]  # fmt: skip
+    env = _env()
+    if name == "zero3":  # ACCELERATE_USE_CPU would drop DeepSpeed too (rl/trl_args.py gives it gloo instead)
+        del env["ACCELERATE_USE_CPU"]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{name} run failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
+    return [json.loads((root / name / f"rank{r}.json").read_text()) for r in range(2)]
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """{"fsdp2" | "zero3" | "ddp": per-rank logs}; the runs go one after the other (two cores)."""
     root = tmp_path_factory.mktemp("sharded")
-    fsdp = yaml.safe_load(FSDP2_YAML.read_text())
-    fsdp.update(num_processes=2, mixed_precision="no", use_cpu=True)
-    (root / "fsdp2_cpu.yaml").write_text(yaml.safe_dump(fsdp))
-    zero3 = yaml.safe_load(ZERO3_YAML.read_text())
-    zero3.update(num_processes=2, mixed_precision="no")  # not use_cpu: accelerate would drop DeepSpeed
-    (root / "zero3_cpu.yaml").write_text(yaml.safe_dump(zero3))
-    logs = {}
-    for name, launcher in (
-        ("fsdp2", root / "fsdp2_cpu.yaml"),
-        ("zero3", root / "zero3_cpu.yaml"),
-        ("ddp", ACCELERATE_CPU),
-    ):
-        config = root / f"{name}.yaml"
-        config.write_text(yaml.safe_dump(_experiment(tiny_model_path, root / "runs" / name)))
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
-            "--main_process_port", str(_free_port()),
-            "-m", "tests.rl.sharded_run", "--config", str(config), "--out", str(root / name),
-        ]  # fmt: skip
-        env = _env()
-        if name == "zero3":  # ACCELERATE_USE_CPU would drop DeepSpeed too
-            del env["ACCELERATE_USE_CPU"]
-        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"{name} run failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
-        logs[name] = [json.loads((root / name / f"rank{r}.json").read_text()) for r in range(2)]
-    return logs
+    return {
+        name: launch_sharded_run(name, _experiment(tiny_model_path, root / "runs" / name), root)
+        for name in ("fsdp2", "zero3", "ddp")
+    }
 
 
 @pytest.mark.slow
