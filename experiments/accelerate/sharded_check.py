@@ -1,11 +1,11 @@
-"""DDP vs FSDP2 vs DeepSpeed ZeRO-3 on the GPUs of one machine: a smoke experiment for a few steps under each launcher
+"""DDP vs FSDP2 vs DeepSpeed ZeRO-3 and ZeRO-2 on the GPUs of one machine: a smoke experiment for a few steps under each launcher
 config, with the rollout engine's weights checked at every sync. Prints one JSON report (and writes it to
 OUT/report.json).
 
     python experiments/accelerate/sharded_check.py --out OUT              # 2 GPUs, grpo, 3 steps each
     python experiments/accelerate/sharded_check.py --out OUT --variant s_grpo --runs ddp zero3
 
-Each run is `accelerate launch --config_file experiments/accelerate/<multi_gpu|fsdp2|zero3>.yaml --num_processes N
+Each run is `accelerate launch --config_file experiments/accelerate/<multi_gpu|fsdp2|zero3|zero2>.yaml --num_processes N
 -m tests.rl.sharded_run`: the production training path (`rl.train.build_trainer`, transformers engine) plus, after
 each weight sync, a check on every rank that the engine's weights equal the gathered policy's (cast to the engine's
 dtype). The experiment is `experiments/smoke/<variant>.yaml` with: `data.train` = `--data` (default gsm8k, the offline
@@ -15,10 +15,10 @@ varies inside every group, so the weights move at every step even while the mode
 keeps the variant's rewards only). What "ok" means per run: exit code 0, every rank reached `--steps`, one sync per
 step, no weight mismatch; under FSDP2 and ZeRO-3 also: the policy is sharded, the engine holds a separate plain copy,
 and that copy changed at every step. `step0_samples_equal` (each sharded run vs DDP, same initial weights) is
-reported, not required. Needs trl==1.16.0, deepspeed for the zero3 run, and brevity's other dependencies, no install
+reported, not required. Needs trl==1.16.0, deepspeed for the zero runs, and brevity's other dependencies, no install
 of brevity itself (the processes import from the repository root); the model resolves as usual (`SMOLLM2_GGUF` for
 the offline SmolLM2 GGUF). `--cpu` runs them on this machine's CPU over gloo, in float32 (a check of the script;
-FSDP2 then goes through the driver's CPU shim, ZeRO-3 through DeepSpeed's CPU accelerator).
+FSDP2 then goes through the driver's CPU shim, ZeRO through DeepSpeed's CPU accelerator).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-LAUNCHERS = {"ddp": "multi_gpu.yaml", "fsdp2": "fsdp2.yaml", "zero3": "zero3.yaml"}
+LAUNCHERS = {"ddp": "multi_gpu.yaml", "fsdp2": "fsdp2.yaml", "zero3": "zero3.yaml", "zero2": "zero2.yaml"}
+SHARDED = ("fsdp2", "zero3")  # ZeRO-2 shards optimizer states and gradients only: the engine decodes on the live model
 MOVING_REWARD = "tests.rl.sharded_run:even_tokens"
 sys.path.insert(0, str(REPO))  # runs from a plain checkout (no install of brevity)
 
@@ -80,7 +81,7 @@ def summary(name: str, logs: list[dict[str, Any]], steps: int) -> dict[str, Any]
         if [s["global_step"] for s in log["syncs"]] != list(range(steps)):
             problems.append(f"rank {log['rank']} synced at steps {[s['global_step'] for s in log['syncs']]}")
     problems += [f"step {s['global_step']}: {len(s['mismatched'])} weights differ" for s in syncs if s["mismatched"]]
-    if name != "ddp":
+    if name in SHARDED:
         if not all(s["sharded"] and not s["engine_is_live_model"] for s in syncs):
             problems.append("the engine does not hold a separate copy of a sharded policy")
         prints = [s["fingerprint"] for s in logs[0]["syncs"]]
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         # on a CPU, accelerate's MULTI_CPU (gloo) mode needs ACCELERATE_USE_CPU; DeepSpeed must not get it (accelerate
         # would drop DeepSpeed): rl/trl_args.py gives it gloo instead
-        run_env = {**env, "ACCELERATE_USE_CPU": "1"} if args.cpu and name != "zero3" else env
+        run_env = {**env, "ACCELERATE_USE_CPU": "1"} if args.cpu and not name.startswith("zero") else env
         print(f"[{name}] {' '.join(command)}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         with open(args.out / f"{name}.log", "w") as log_file:

@@ -2,11 +2,11 @@
 
 Unit tests check rl/weight_sync.py on a plain model (and ZeRO-3's one-at-a-time gather against a stand-in that
 asserts it). The slow tests train the tiny model 3 steps through `rl.train.build_trainer` with the transformers engine
-three times, 2 processes over gloo each: FSDP2 (the shipped experiments/accelerate/fsdp2.yaml, on CPU:
-tests/rl/sharded_run.py says how), DeepSpeed ZeRO-3 (the shipped zero3.yaml with real DeepSpeed on its CPU
-accelerator) and DDP (cpu_2proc.yaml). Under each sharded backend the engine's copy must equal the gathered policy
-after every sync, change with every optimizer step, and decode exactly what the DDP run's engine (the live model
-itself) decodes, with the same weights.
+four times, 2 processes over gloo each: FSDP2 (the shipped experiments/accelerate/fsdp2.yaml, on CPU:
+tests/rl/sharded_run.py says how), DeepSpeed ZeRO-3 and ZeRO-2 (the shipped zero3.yaml / zero2.yaml with real
+DeepSpeed on its CPU accelerator) and DDP (cpu_2proc.yaml). Under each sharded backend the engine's copy must equal
+the gathered policy after every sync, change with every optimizer step, and decode exactly what the DDP run's engine
+(the live model itself) decodes, with the same weights; under ZeRO-2 (weights whole) the engine is the live model.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.rl.test_distributed import ACCELERATE_CPU, REPO, _env, _free_port
 
 FSDP2_YAML = REPO / "experiments" / "accelerate" / "fsdp2.yaml"
 ZERO3_YAML = REPO / "experiments" / "accelerate" / "zero3.yaml"
+ZERO2_YAML = REPO / "experiments" / "accelerate" / "zero2.yaml"
 STEPS = 3
 
 
@@ -137,13 +138,13 @@ def _experiment(model: str, output_dir: Path) -> dict[str, Any]:
 
 
 def launch_sharded_run(name: str, experiment: dict[str, Any], root: Path) -> list[dict[str, Any]]:
-    """Train `experiment` with 2 processes on CPU under `name` ("fsdp2", "zero3" or "ddp": the shipped launcher
-    files, made to fit the CPU) through tests/rl/sharded_run.py; its per-rank logs."""
+    """Train `experiment` with 2 processes on CPU under `name` ("fsdp2", "zero3", "zero2" or "ddp": the shipped
+    launcher files, made to fit the CPU) through tests/rl/sharded_run.py; its per-rank logs."""
     if name == "ddp":
         launcher = ACCELERATE_CPU
     else:
         launcher = root / f"{name}_cpu.yaml"
-        raw = yaml.safe_load((FSDP2_YAML if name == "fsdp2" else ZERO3_YAML).read_text())
+        raw = yaml.safe_load({"fsdp2": FSDP2_YAML, "zero3": ZERO3_YAML, "zero2": ZERO2_YAML}[name].read_text())
         raw.update(num_processes=2, mixed_precision="no")
         if name == "fsdp2":  # accelerate's MULTI_CPU mode; under DeepSpeed use_cpu would drop DeepSpeed
             raw["use_cpu"] = True
@@ -156,7 +157,7 @@ def launch_sharded_run(name: str, experiment: dict[str, Any], root: Path) -> lis
         "-m", "tests.rl.sharded_run", "--config", str(config), "--out", str(root / name),
     ]  # fmt: skip
     env = _env()
-    if name == "zero3":  # ACCELERATE_USE_CPU would drop DeepSpeed too (rl/trl_args.py gives it gloo instead)
+    if name.startswith("zero"):  # ACCELERATE_USE_CPU would drop DeepSpeed too (rl/trl_args.py gives it gloo instead)
         del env["ACCELERATE_USE_CPU"]
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{name} run failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
@@ -165,11 +166,11 @@ def launch_sharded_run(name: str, experiment: dict[str, Any], root: Path) -> lis
 
 @pytest.fixture(scope="module")
 def runs(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """{"fsdp2" | "zero3" | "ddp": per-rank logs}; the runs go one after the other (two cores)."""
+    """{"fsdp2" | "zero3" | "zero2" | "ddp": per-rank logs}; the runs go one after the other (two cores)."""
     root = tmp_path_factory.mktemp("sharded")
     return {
         name: launch_sharded_run(name, _experiment(tiny_model_path, root / "runs" / name), root)
-        for name in ("fsdp2", "zero3", "ddp")
+        for name in ("fsdp2", "zero3", "zero2", "ddp")
     }
 
 
@@ -198,7 +199,16 @@ def test_engine_copy_follows_the_gathered_policy(runs: dict[str, list[dict[str, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["fsdp2", "zero3"])
+def test_zero2_engine_decodes_on_the_live_policy(runs: dict[str, list[dict[str, Any]]]) -> None:
+    """ZeRO-2 shards optimizer states and gradients, not weights: no copy, the engine is the live model."""
+    for log in runs["zero2"]:
+        assert log["distributed_type"] == "DistributedType.DEEPSPEED" and log["zero_stage"] == 2
+        assert log["final_global_step"] == STEPS
+        assert all(s["engine_is_live_model"] and not s["sharded"] and s["mismatched"] == [] for s in log["syncs"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["fsdp2", "zero3", "zero2"])
 def test_sharded_run_decodes_and_trains_like_ddp(runs: dict[str, list[dict[str, Any]]], backend: str) -> None:
     for sharded, ddp in zip(runs[backend], runs["ddp"]):
         assert all(s["engine_is_live_model"] and not s["sharded"] for s in ddp["syncs"])
