@@ -289,6 +289,9 @@ def finish(trainer: Any, config: ExperimentConfig) -> None:
         write_model_card(config, output_dir)
     if config.grpo.push_to_hub:
         trainer.push_to_hub()  # uploads output_dir; the trainer's create_model_card writes the variant's card first
+    # the main process writes the files after the others left save_model: no rank tears the process group down while
+    # another still writes (seen on CPU under FSDP2: an abort, "terminate called", mid-save)
+    trainer.accelerator.wait_for_everyone()
     if callable(getattr(trainer, "end", None)):  # transformers >= 5.18 (TRL's scripts call it there): trackers, group
         trainer.end()
     else:  # transformers 5.17: accelerate's end of training (trackers, then the process group, whose gloo threads

@@ -3,7 +3,8 @@ experiments/accelerate/sharded_check.py (the same check on GPUs).
 
     accelerate launch --config_file <fsdp2, zero3 or ddp yaml> -m tests.rl.sharded_run --config a.yaml --out DIR
 
-The run is the production path (`rl.train.build_trainer`, the experiment's engine, `trainer.train()`). After each
+The run is the production path (`rl.train.build_trainer`, the experiment's engine, `trainer.train()`, then
+`rl.train.finish`, which saves the model to the experiment's output_dir). After each
 weight sync every rank checks the engine against the policy: a transformers engine's weights against the gathered
 ones (`full_state`, a collective; rank 0 adds a fingerprint of the weights), an engine with weights of its own (vLLM)
 through a probe (`probe`: its greedy tokens' log-probs against a forward pass of the sharded policy). Each rank writes
@@ -90,7 +91,7 @@ def probe(engine: Any, live: torch.nn.Module, device: torch.device) -> dict[str,
 
 def run(config_path: str, out_dir: Path) -> None:
     from rl.experiment import load_config
-    from rl.train import build_trainer
+    from rl.train import build_trainer, finish
     from rl.weight_sync import full_state
 
     config = load_config(config_path)
@@ -99,6 +100,7 @@ def run(config_path: str, out_dir: Path) -> None:
     log: dict[str, Any] = {
         "rank": rank, "world": trainer.accelerator.num_processes, "syncs": [], "batches": [],
         "distributed_type": str(trainer.accelerator.distributed_type), "zero_stage": trainer._dist.zero_stage,
+        "output_dir": config.grpo.output_dir,
     }  # fmt: skip
     host = trainer.engine_host  # rl/engine_host.py; the rollout syncs before every round
     sync = trainer._groups.sync
@@ -150,9 +152,7 @@ def run(config_path: str, out_dir: Path) -> None:
         log["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{rank}.json").write_text(json.dumps(log))
-    if torch.distributed.is_initialized():  # else gloo's threads may abort the process at exit ("terminate called")
-        trainer.accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
+    finish(trainer, config)  # as `brevity train` ends: the whole model saved to output_dir (gathered when sharded)
 
 
 def main(argv: list[str] | None = None) -> int:

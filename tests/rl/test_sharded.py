@@ -219,3 +219,31 @@ def test_sharded_run_decodes_and_trains_like_ddp(runs: dict[str, list[dict[str, 
         assert a["fingerprint"].keys() == b["fingerprint"].keys()
         for name, values in a["fingerprint"].items():  # gradient reductions differ in the last bits only
             assert values == pytest.approx(b["fingerprint"][name], rel=1e-4, abs=1e-6), (a["global_step"], name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["fsdp2", "zero3", "zero2"])
+def test_sharded_run_saves_the_model_ddp_saves(
+    runs: dict[str, list[dict[str, Any]]], backend: str, tiny_model_path: str
+) -> None:
+    """The end of `brevity train` (rl.train.finish) writes one whole, trained model, whatever shards it: the weights
+    a DDP run saves, up to what its gradient reductions' last bits become after Adam (lr 1e-3: a weight the two runs
+    update differently moves ~1e-3, ten times the tolerance)."""
+    from safetensors.torch import load_file
+
+    initial = load_file(str(Path(tiny_model_path) / "model.safetensors"))
+    saved = {
+        name: load_file(str(Path(runs[name][0]["output_dir"]) / "model.safetensors")) for name in (backend, "ddp")
+    }
+    assert saved["ddp"].keys() == initial.keys()
+    extra = saved[backend].keys() - initial.keys()  # FSDP2's full state dict keeps the tied lm_head alias
+    assert initial.keys() <= saved[backend].keys() and extra <= {"lm_head.weight"}, extra
+    for name in extra:
+        assert torch.equal(saved[backend][name], saved[backend]["model.embed_tokens.weight"])
+    for name, expected in saved["ddp"].items():  # Adam turns last-bit gradient differences into up to ~1e-4 per weight
+        assert saved[backend][name].shape == initial[name].shape, name
+        torch.testing.assert_close(
+            saved[backend][name], expected, rtol=0, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}"
+        )
+        assert (saved[backend][name] - expected).norm() <= 1e-4 * expected.norm(), name
+    assert any(not torch.equal(saved[backend][n], initial[n]) for n in initial), "the saved model is the initial one"

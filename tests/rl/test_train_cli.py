@@ -42,6 +42,9 @@ class FakeTrainer:
     def end_training(self) -> None:
         self.ended = True
 
+    def wait_for_everyone(self) -> None:  # one process: nothing to wait for
+        pass
+
     def train(self, resume_from_checkpoint: str | None = None) -> None:
         self.resumed_from = resume_from_checkpoint
         if self.raises is not None:
