@@ -57,8 +57,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
 import sys
 import time
 import traceback
@@ -69,6 +67,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runs from a plain checkout too (GPU machine)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import commit  # noqa: E402
 
 from rollouts.hf_engine import HFEngine  # noqa: E402
 from rollouts.types import Request, SamplingParams  # noqa: E402
@@ -462,21 +463,6 @@ def _save(report: dict[str, Any], out: Path | None) -> None:
     if out:  # after every arm, so a run cut short still leaves its numbers
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def commit() -> str | None:
-    """$BREVITY_COMMIT when set (the GPU machine's copy carries a stale .git), else HEAD (+dirty)."""
-    if os.environ.get("BREVITY_COMMIT"):
-        return os.environ["BREVITY_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rollouts", "experiments/bench"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10)  # fmt: skip
-        if head.returncode == 0:
-            return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return None
 
 
 def parse_shapes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[int, int]]:
