@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewards.grading import ANSWER_FORMATS, grade
+from rewards.schedules import Constant
 from rewards.thinking import THINK_CLOSE, THINK_OPEN
 
 __all__ = [
@@ -123,15 +124,13 @@ def finished_flags(
     return [n < max_tokens for n in lengths]
 
 
-def value_at_step(
-    schedule: Callable[[int], int], kwargs: Mapping[str, Any], reward_name: str, metric: str, fixed: bool
-) -> int:
+def value_at_step(schedule: Callable[[int], int], kwargs: Mapping[str, Any], reward_name: str, metric: str) -> int:
     """`schedule` at `trainer_state.global_step`, logged as `<reward_name>/<metric>` through TRL's `log_metric`.
 
-    A `fixed` schedule (the same value at every step) needs no trainer state, so a reward can be called by hand.
+    A `Constant` schedule (the same value at every step) needs no trainer state, so a reward can be called by hand.
     """
     state = kwargs.get("trainer_state")
-    if state is None and not fixed:
+    if state is None and not isinstance(schedule, Constant):
         raise ValueError(f"reward {reward_name!r} evaluates its schedule at `trainer_state.global_step`")
     value = int(schedule(int(state.global_step) if state is not None else 0))
     log_metric = kwargs.get("log_metric")

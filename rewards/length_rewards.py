@@ -22,7 +22,7 @@ from rewards.correctness import (
     value_at_step,
 )
 from rewards.format import has_valid_answer
-from rewards.schedules import Constant, Schedule, as_schedule
+from rewards.schedules import Schedule, as_schedule
 from rewards.thinking import think_span
 
 __all__ = [
@@ -115,8 +115,7 @@ class _BudgetReward:
                 f"reward {self.__name__!r} needs a budget: a {self.budget_column!r} column or a `schedule`"
             )
         assert callable(self.schedule)  # a Mapping/int was turned into a Schedule in __post_init__
-        fixed = isinstance(self.schedule, Constant)
-        return [value_at_step(self.schedule, kwargs, self.__name__, "budget", fixed)] * n
+        return [value_at_step(self.schedule, kwargs, self.__name__, "budget")] * n
 
     def __call__(
         self,

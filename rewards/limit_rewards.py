@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rewards.correctness import Correctness, Grading, check_answer_format, column, token_lengths, value_at_step
-from rewards.schedules import Constant, Schedule, as_schedule
+from rewards.schedules import Schedule, as_schedule
 
 __all__ = ["BudgetConditioned", "HardLimit", "l1_exact", "l1_max"]
 
@@ -126,7 +126,7 @@ class HardLimit(_Graded):
     def limit(self, kwargs: Mapping[str, Any]) -> int:
         """The limit at `trainer_state.global_step` (logged as `hard_limit/limit`); a fixed limit needs no state."""
         assert callable(self.schedule)  # a Mapping/int was turned into a Schedule in __post_init__
-        return value_at_step(self.schedule, kwargs, self.__name__, "limit", isinstance(self.schedule, Constant))
+        return value_at_step(self.schedule, kwargs, self.__name__, "limit")
 
     def __call__(
         self,
