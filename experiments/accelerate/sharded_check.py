@@ -1,20 +1,20 @@
-"""DDP vs FSDP2 vs DeepSpeed ZeRO-3 and ZeRO-2 on the GPUs of one machine: a smoke experiment for a few steps under each launcher
-config, with the rollout engine's weights checked at every sync. Prints one JSON report (and writes it to
-OUT/report.json).
+"""DDP vs FSDP2 vs DeepSpeed ZeRO-3 and ZeRO-2 on the GPUs of one machine: a smoke experiment for a few steps under
+each launcher config, with the rollout engine's weights checked at every sync. Prints one JSON report (and writes it
+to OUT/report.json).
 
     python experiments/accelerate/sharded_check.py --out OUT              # 2 GPUs, grpo, 3 steps each
     python experiments/accelerate/sharded_check.py --out OUT --variant s_grpo --runs ddp zero3
 
-Each run is `accelerate launch --config_file experiments/accelerate/<multi_gpu|fsdp2|zero3|zero2>.yaml --num_processes N
--m tests.rl.sharded_run`: the production training path (`rl.train.build_trainer`, transformers engine) plus, after
-each weight sync, a check on every rank that the engine's weights equal the gathered policy's (cast to the engine's
-dtype). The experiment is `experiments/smoke/<variant>.yaml` with: `data.train` = `--data` (default gsm8k, the offline
+Each run is `accelerate launch --config_file experiments/accelerate/<multi_gpu|fsdp2|zero3|zero2>.yaml
+--num_processes N -m tests.rl.sharded_run`: the production training path (`rl.train.build_trainer`, transformers
+engine, `rl.train.finish`) plus, after each weight sync, a check on every rank that the engine's weights equal the
+gathered policy's (cast to the engine's dtype). The experiment is `experiments/smoke/<variant>.yaml` with: `data.train` = `--data` (default gsm8k, the offline
 GSM8K test set: reasoning-gym is not needed), `max_steps` = `--steps`, no checkpoints, no reporting, and
 `--model` if given, and one more reward, `tests.rl.sharded_run:even_tokens` (the fraction of even token ids: it
 varies inside every group, so the weights move at every step even while the model solves nothing; `--no-moving-reward`
 keeps the variant's rewards only). What "ok" means per run: exit code 0, every rank reached `--steps`, one sync per
 step, no weight mismatch; under FSDP2 and ZeRO-3 also: the policy is sharded, the engine holds a separate plain copy,
-and that copy changed at every step. `step0_samples_equal` (each sharded run vs DDP, same initial weights) is
+and that copy changed at every step. `<name>_step0_samples_equal` (each run vs DDP, same initial weights) is
 reported, not required. Needs trl==1.16.0, deepspeed for the zero runs, and brevity's other dependencies, no install
 of brevity itself (the processes import from the repository root); the model resolves as usual (`SMOLLM2_GGUF` for
 the offline SmolLM2 GGUF). `--cpu` runs them on this machine's CPU over gloo, in float32 (a check of the script;
