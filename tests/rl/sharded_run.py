@@ -70,16 +70,14 @@ PROBE_TOKENS = 8
 def probe(engine: Any, live: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """Greedy tokens and their log-probs from the engine, against the live policy's log-probs of the same tokens (a
     forward pass: a collective under ZeRO-3 and FSDP2, so every rank probes together)."""
+    from rl.engine_host import generating
     from rollouts.types import Request, SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=PROBE_TOKENS, logprobs=True)
     [[completion]] = engine.generate([Request(PROBE_PROMPT, params)])
     ids = torch.tensor([PROBE_PROMPT + completion.token_ids], device=device)
-    was_training = live.training
-    live.eval()
-    with torch.no_grad():
+    with generating(live):  # eval mode, no autograd, as the trainer decodes
         logits = live(ids).logits[0, len(PROBE_PROMPT) - 1 : -1].double()
-    live.train(was_training)
     policy = logits.log_softmax(-1).gather(1, ids[0, len(PROBE_PROMPT) :, None])[:, 0].cpu()
     engine_lp = torch.tensor(completion.logprobs, dtype=torch.float64)
     return {
